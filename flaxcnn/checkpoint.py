@@ -22,57 +22,76 @@ VALID_METRIC = 'valid_accuracy'
 
 
 class Checkpoints:
-  """The run's ``CheckpointManager`` under ``<workdir>/checkpoints``."""
+    """The run's ``CheckpointManager`` under ``<workdir>/checkpoints``."""
 
-  def __init__(self, workdir: str | pathlib.Path, *, max_to_keep: int = 2):
-    self.directory = pathlib.Path(workdir).absolute() / 'checkpoints'
-    policy = pp.AnyPreservationPolicy([
-        pp.LatestN(n=max_to_keep),
-        pp.BestN(get_metric_fn=lambda m: m[VALID_METRIC], n=1,
-                 keep_checkpoints_without_metrics=False),
-    ])
-    self.manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(
-            preservation_policy=policy, best_fn=lambda m: m[VALID_METRIC],
-            best_mode='max', create=True),
-        item_names=('state', 'meta'))
+    def __init__(self, workdir: str | pathlib.Path, *, max_to_keep: int = 2):
+        self.directory = pathlib.Path(workdir).absolute() / 'checkpoints'
+        policy = pp.AnyPreservationPolicy(
+            [
+                pp.LatestN(n=max_to_keep),
+                pp.BestN(
+                    get_metric_fn=lambda m: m[VALID_METRIC],
+                    n=1,
+                    keep_checkpoints_without_metrics=False,
+                ),
+            ]
+        )
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                preservation_policy=policy,
+                best_fn=lambda m: m[VALID_METRIC],
+                best_mode='max',
+                create=True,
+            ),
+            item_names=('state', 'meta'),
+        )
 
-  def latest_step(self) -> int | None:
-    """The newest complete checkpoint's step, or None."""
-    return self.manager.latest_step()
+    def latest_step(self) -> int | None:
+        """The newest complete checkpoint's step, or None."""
+        return self.manager.latest_step()
 
-  def best_step(self) -> int | None:
-    """The step with the highest validation accuracy, or the latest if none has one."""
-    best = self.manager.best_step()
-    return best if best is not None else self.latest_step()
+    def best_step(self) -> int | None:
+        """The step with the highest validation accuracy, or the latest if none has one."""
+        best = self.manager.best_step()
+        return best if best is not None else self.latest_step()
 
-  def save(self, step: int, state: TrainState, meta: dict[str, Any],
-           valid_accuracy: float | None = None) -> None:
-    """Saves asynchronously; ``valid_accuracy`` marks an epoch-end candidate for best."""
-    metrics = None if valid_accuracy is None else {VALID_METRIC: valid_accuracy}
-    self.manager.save(
-        step, metrics=metrics,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                meta=ocp.args.JsonSave(meta)))
+    def save(
+        self,
+        step: int,
+        state: TrainState,
+        meta: dict[str, Any],
+        valid_accuracy: float | None = None,
+    ) -> None:
+        """Saves asynchronously; ``valid_accuracy`` marks an epoch-end candidate for best."""
+        metrics = None if valid_accuracy is None else {VALID_METRIC: valid_accuracy}
+        self.manager.save(
+            step,
+            metrics=metrics,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+            ),
+        )
 
-  def read_meta(self, step: int) -> dict[str, Any]:
-    """Only the JSON metadata of ``step``."""
-    return self.manager.restore(
-        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    def read_meta(self, step: int) -> dict[str, Any]:
+        """Only the JSON metadata of ``step``."""
+        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
-  def restore(self, step: int, target: TrainState) -> tuple[TrainState, dict[str, Any]]:
-    """State (shaped and placed like ``target``) and metadata of ``step``."""
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    restored = self.manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                      meta=ocp.args.JsonRestore()))
-    return restored.state, restored.meta
+    def restore(self, step: int, target: TrainState) -> tuple[TrainState, dict[str, Any]]:
+        """State (shaped and placed like ``target``) and metadata of ``step``."""
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+            ),
+        )
+        return restored.state, restored.meta
 
-  def wait(self) -> None:
-    """Blocks until pending asynchronous saves are complete."""
-    self.manager.wait_until_finished()
+    def wait(self) -> None:
+        """Blocks until pending asynchronous saves are complete."""
+        self.manager.wait_until_finished()
 
-  def close(self) -> None:
-    """Finishes pending saves and releases the manager."""
-    self.manager.close()
+    def close(self) -> None:
+        """Finishes pending saves and releases the manager."""
+        self.manager.close()

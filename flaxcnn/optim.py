@@ -20,66 +20,69 @@ SCHEDULES = ('constant', 'piecewise', 'cosine', 'time_linear')
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-  """A learning-rate schedule and the clock it reads: 'step' or 'seconds'."""
+    """A learning-rate schedule and the clock it reads: 'step' or 'seconds'."""
 
-  fn: Callable[[float], float]
-  clock: str
+    fn: Callable[[float], float]
+    clock: str
 
 
-def create_schedule(
-    config: ml_collections.ConfigDict, steps_per_epoch: int
-) -> Schedule:
-  """Builds ``config.schedule`` around base rate ``config.optimizer.lr``."""
-  lr = config.optimizer.lr
-  sched = config.schedule
-  total_steps = max(1, config.num_epochs * steps_per_epoch)
-  warmup_steps = int(sched.warmup_epochs * steps_per_epoch)
-  if sched.name == 'constant':
-    fn = optax.warmup_constant_schedule(0.0, lr, warmup_steps) if warmup_steps else (
-        optax.constant_schedule(lr))
-    return Schedule(fn, 'step')
-  if sched.name == 'piecewise':
-    boundaries = {int(e * steps_per_epoch): sched.decay_factor
-                  for e in sched.decay_epochs}
-    fn = optax.piecewise_constant_schedule(lr, boundaries)
-    if warmup_steps:
-      fn = optax.join_schedules(
-          [optax.linear_schedule(0.0, lr, warmup_steps), fn], [warmup_steps])
-    return Schedule(fn, 'step')
-  if sched.name == 'cosine':
-    fn = optax.warmup_cosine_decay_schedule(
-        0.0, lr, warmup_steps, max(total_steps, warmup_steps + 1))
-    return Schedule(fn, 'step')
-  if sched.name == 'time_linear':
-    if config.time_budget_s <= 0:
-      raise ValueError(
-          "schedule.name='time_linear' needs a positive time_budget_s "
-          f'(got {config.time_budget_s}).')
-    return Schedule(optax.linear_schedule(lr, 0.0, config.time_budget_s), 'seconds')
-  raise ValueError(
-      f'Unknown schedule.name {sched.name!r}; expected one of {SCHEDULES}.')
+def create_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -> Schedule:
+    """Builds ``config.schedule`` around base rate ``config.optimizer.lr``."""
+    lr = config.optimizer.lr
+    sched = config.schedule
+    total_steps = max(1, config.num_epochs * steps_per_epoch)
+    warmup_steps = int(sched.warmup_epochs * steps_per_epoch)
+    if sched.name == 'constant':
+        fn = (
+            optax.warmup_constant_schedule(0.0, lr, warmup_steps)
+            if warmup_steps
+            else (optax.constant_schedule(lr))
+        )
+        return Schedule(fn, 'step')
+    if sched.name == 'piecewise':
+        boundaries = {int(e * steps_per_epoch): sched.decay_factor for e in sched.decay_epochs}
+        fn = optax.piecewise_constant_schedule(lr, boundaries)
+        if warmup_steps:
+            fn = optax.join_schedules(
+                [optax.linear_schedule(0.0, lr, warmup_steps), fn], [warmup_steps]
+            )
+        return Schedule(fn, 'step')
+    if sched.name == 'cosine':
+        fn = optax.warmup_cosine_decay_schedule(
+            0.0, lr, warmup_steps, max(total_steps, warmup_steps + 1)
+        )
+        return Schedule(fn, 'step')
+    if sched.name == 'time_linear':
+        if config.time_budget_s <= 0:
+            raise ValueError(
+                "schedule.name='time_linear' needs a positive time_budget_s "
+                f'(got {config.time_budget_s}).'
+            )
+        return Schedule(optax.linear_schedule(lr, 0.0, config.time_budget_s), 'seconds')
+    raise ValueError(f'Unknown schedule.name {sched.name!r}; expected one of {SCHEDULES}.')
 
 
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """The optimizer named by ``config.optimizer`` with an injectable learning rate."""
-  opt = config.optimizer
-  if opt.name == 'adam':
-    def make(learning_rate):
-      tx = optax.adam(learning_rate)
-      if opt.weight_decay:  # L2 penalty added to the gradient, as torch.optim.Adam does.
-        tx = optax.chain(optax.add_decayed_weights(opt.weight_decay), tx)
-      return tx
-  elif opt.name == 'adamw':
-    def make(learning_rate):
-      return optax.adamw(learning_rate, weight_decay=opt.weight_decay)
-  elif opt.name == 'sgd':
-    def make(learning_rate):
-      tx = optax.sgd(learning_rate, momentum=opt.momentum or None,
-                     nesterov=opt.nesterov)
-      if opt.weight_decay:
-        tx = optax.chain(optax.add_decayed_weights(opt.weight_decay), tx)
-      return tx
-  else:
-    raise ValueError(
-        f'Unknown optimizer.name {opt.name!r}; expected one of {OPTIMIZERS}.')
-  return optax.inject_hyperparams(make)(learning_rate=opt.lr)
+    """The optimizer named by ``config.optimizer`` with an injectable learning rate."""
+    opt = config.optimizer
+    if opt.name == 'adam':
+
+        def make(learning_rate):
+            tx = optax.adam(learning_rate)
+            if opt.weight_decay:  # L2 penalty added to the gradient, as torch.optim.Adam does.
+                tx = optax.chain(optax.add_decayed_weights(opt.weight_decay), tx)
+            return tx
+    elif opt.name == 'adamw':
+
+        def make(learning_rate):
+            return optax.adamw(learning_rate, weight_decay=opt.weight_decay)
+    elif opt.name == 'sgd':
+
+        def make(learning_rate):
+            tx = optax.sgd(learning_rate, momentum=opt.momentum or None, nesterov=opt.nesterov)
+            if opt.weight_decay:
+                tx = optax.chain(optax.add_decayed_weights(opt.weight_decay), tx)
+            return tx
+    else:
+        raise ValueError(f'Unknown optimizer.name {opt.name!r}; expected one of {OPTIMIZERS}.')
+    return optax.inject_hyperparams(make)(learning_rate=opt.lr)

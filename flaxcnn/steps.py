@@ -20,104 +20,115 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 @flax.struct.dataclass
 class TrainState:
-  """Everything a train step reads and writes; saved whole in checkpoints."""
+    """Everything a train step reads and writes; saved whole in checkpoints."""
 
-  step: jax.Array
-  params: nnx.State
-  batch_stats: nnx.State
-  opt_state: optax.OptState
-  rng: jax.Array  # raw uint32 key data; the step's dropout key is fold_in(rng, step)
+    step: jax.Array
+    params: nnx.State
+    batch_stats: nnx.State
+    opt_state: optax.OptState
+    rng: jax.Array  # raw uint32 key data; the step's dropout key is fold_in(rng, step)
 
 
 def create_mesh() -> Mesh:
-  """A 1-D mesh named ``data`` over all devices."""
-  return Mesh(np.asarray(jax.devices()), ('data',))
+    """A 1-D mesh named ``data`` over all devices."""
+    return Mesh(np.asarray(jax.devices()), ('data',))
 
 
-def create_train_state(model: nnx.Module, tx: optax.GradientTransformation,
-                       seed: int) -> tuple[nnx.GraphDef, nnx.GraphDef, TrainState]:
-  """Splits ``model`` into train/eval graph definitions and the initial state."""
-  model.eval()
-  eval_graphdef, _, _ = nnx.split(model, nnx.Param, nnx.BatchStat)
-  model.train()
-  train_graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-  state = TrainState(
-      step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-      opt_state=tx.init(params),
-      rng=jax.random.key_data(jax.random.key(seed)))
-  return train_graphdef, eval_graphdef, state
+def create_train_state(
+    model: nnx.Module, tx: optax.GradientTransformation, seed: int
+) -> tuple[nnx.GraphDef, nnx.GraphDef, TrainState]:
+    """Splits ``model`` into train/eval graph definitions and the initial state."""
+    model.eval()
+    eval_graphdef, _, _ = nnx.split(model, nnx.Param, nnx.BatchStat)
+    model.train()
+    train_graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=batch_stats,
+        opt_state=tx.init(params),
+        rng=jax.random.key_data(jax.random.key(seed)),
+    )
+    return train_graphdef, eval_graphdef, state
 
 
-def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-                    schedule: Callable[[Any], Any]) -> Callable:
-  """``(state, batch, clock) -> (state, metrics)``: one optimizer update.
+def make_train_step(
+    graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: Callable[[Any], Any]
+) -> Callable:
+    """``(state, batch, clock) -> (state, metrics)``: one optimizer update.
 
-  ``clock`` is what ``schedule`` reads (the step, or elapsed seconds). Metrics are
-  on-device sums: ``loss``, ``correct`` and ``count``.
-  """
+    ``clock`` is what ``schedule`` reads (the step, or elapsed seconds). Metrics are
+    on-device sums: ``loss``, ``correct`` and ``count``.
+    """
 
-  def train_step(state: TrainState, batch: dict[str, jax.Array], clock: jax.Array):
-    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    def train_step(state: TrainState, batch: dict[str, jax.Array], clock: jax.Array):
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
-    def loss_fn(params, batch_stats):
-      model = nnx.merge(graphdef, params, batch_stats, copy=True)
-      logits = model(batch['image'], rngs=key)
-      losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
-      return losses.mean(), (logits, nnx.state(model, nnx.BatchStat))
+        def loss_fn(params, batch_stats):
+            model = nnx.merge(graphdef, params, batch_stats, copy=True)
+            logits = model(batch['image'], rngs=key)
+            losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
+            return losses.mean(), (logits, nnx.state(model, nnx.BatchStat))
 
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params, state.batch_stats)
-    opt_state = state.opt_state
-    opt_state.hyperparams['learning_rate'] = jnp.asarray(schedule(clock), jnp.float32)
-    updates, opt_state = tx.update(grads, opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    count = batch['label'].shape[0]
-    metrics = {
-        'loss': loss * count,
-        'correct': jnp.sum(jnp.argmax(logits, -1) == batch['label']),
-        'count': jnp.asarray(count, jnp.int32),
-    }
-    new_state = state.replace(step=state.step + 1, params=params,
-                              batch_stats=batch_stats, opt_state=opt_state)
-    return new_state, metrics
+        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, state.batch_stats
+        )
+        opt_state = state.opt_state
+        opt_state.hyperparams['learning_rate'] = jnp.asarray(schedule(clock), jnp.float32)
+        updates, opt_state = tx.update(grads, opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        count = batch['label'].shape[0]
+        metrics = {
+            'loss': loss * count,
+            'correct': jnp.sum(jnp.argmax(logits, -1) == batch['label']),
+            'count': jnp.asarray(count, jnp.int32),
+        }
+        new_state = state.replace(
+            step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
+        )
+        return new_state, metrics
 
-  return train_step
+    return train_step
 
 
 def make_eval_step(graphdef: nnx.GraphDef, num_classes: int) -> Callable:
-  """``(state, batch) -> metrics``: loss sum, count and confusion counts [true, predicted]."""
+    """``(state, batch) -> metrics``: loss sum, count and confusion counts [true, predicted]."""
 
-  def eval_step(state: TrainState, batch: dict[str, jax.Array]):
-    model = nnx.merge(graphdef, state.params, state.batch_stats)
-    logits = model(batch['image'])
-    mask = batch['mask']
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
-    true = jax.nn.one_hot(batch['label'], num_classes, dtype=jnp.int32) * mask[:, None]
-    pred = jax.nn.one_hot(jnp.argmax(logits, -1), num_classes, dtype=jnp.int32)
-    return {'loss': jnp.sum(losses * mask), 'count': jnp.sum(mask, dtype=jnp.int32),
-            'confusion': true.T @ pred}
+    def eval_step(state: TrainState, batch: dict[str, jax.Array]):
+        model = nnx.merge(graphdef, state.params, state.batch_stats)
+        logits = model(batch['image'])
+        mask = batch['mask']
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
+        true = jax.nn.one_hot(batch['label'], num_classes, dtype=jnp.int32) * mask[:, None]
+        pred = jax.nn.one_hot(jnp.argmax(logits, -1), num_classes, dtype=jnp.int32)
+        return {
+            'loss': jnp.sum(losses * mask),
+            'count': jnp.sum(mask, dtype=jnp.int32),
+            'confusion': true.T @ pred,
+        }
 
-  return eval_step
+    return eval_step
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Arrays split on their first (batch) dimension over the ``data`` axis."""
-  return NamedSharding(mesh, P('data'))
+    """Arrays split on their first (batch) dimension over the ``data`` axis."""
+    return NamedSharding(mesh, P('data'))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
-  """Arrays copied whole to every device."""
-  return NamedSharding(mesh, P())
+    """Arrays copied whole to every device."""
+    return NamedSharding(mesh, P())
 
 
 def jit_train_step(train_step: Callable, mesh: Mesh) -> Callable:
-  """jit with the state donated and replicated and the batch sharded on ``data``."""
-  rep, data = replicated(mesh), batch_sharding(mesh)
-  return jax.jit(train_step, donate_argnums=0, in_shardings=(rep, data, rep),
-                 out_shardings=(rep, rep))
+    """jit with the state donated and replicated and the batch sharded on ``data``."""
+    rep, data = replicated(mesh), batch_sharding(mesh)
+    return jax.jit(
+        train_step, donate_argnums=0, in_shardings=(rep, data, rep), out_shardings=(rep, rep)
+    )
 
 
 def jit_eval_step(eval_step: Callable, mesh: Mesh) -> Callable:
-  """jit with the state replicated and the batch sharded on ``data``."""
-  rep, data = replicated(mesh), batch_sharding(mesh)
-  return jax.jit(eval_step, in_shardings=(rep, data), out_shardings=rep)
+    """jit with the state replicated and the batch sharded on ``data``."""
+    rep, data = replicated(mesh), batch_sharding(mesh)
+    return jax.jit(eval_step, in_shardings=(rep, data), out_shardings=rep)

@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from flaxcnn import checkpoint, models, optim, steps
+from flaxcnn import checkpoint, models, ops, optim, steps
 from flaxcnn.data import datasets, pipeline
 from flaxcnn.metric_writers import MetricWriter
 
@@ -28,247 +28,297 @@ from flaxcnn.metric_writers import MetricWriter
 _MAX_STEPS_IN_FLIGHT = 2
 
 
-def run_identity(config: ml_collections.ConfigDict, dataset: datasets.Dataset
-                 ) -> dict[str, Any]:
-  """What a checkpoint must match to be resumed by ``config``: model and data."""
-  return {
-      'model': config.model,
-      'model_kwargs': config.model_kwargs.to_dict(),
-      'dataset': {k: v for k, v in config.dataset.to_dict().items() if k != 'data_dir'},
-      'class_names': list(dataset.class_names),
-      'image_shape': list(dataset.image_shape),
-      'mean': list(dataset.mean),
-      'std': list(dataset.std),
-  }
+def run_identity(config: ml_collections.ConfigDict, dataset: datasets.Dataset) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed by ``config``: model and data."""
+    return {
+        'model': config.model,
+        'model_kwargs': config.model_kwargs.to_dict(),
+        'dataset': {k: v for k, v in config.dataset.to_dict().items() if k != 'data_dir'},
+        'class_names': list(dataset.class_names),
+        'image_shape': list(dataset.image_shape),
+        'mean': list(dataset.mean),
+        'std': list(dataset.std),
+    }
 
 
-def _check_identity(workdir: pathlib.Path, saved: dict[str, Any],
-                    expected: dict[str, Any]) -> None:
-  for key in ('model', 'model_kwargs', 'dataset', 'class_names', 'image_shape'):
-    if json.dumps(saved.get(key), sort_keys=True) != json.dumps(expected[key],
-                                                                 sort_keys=True):
-      raise ValueError(
-          f'{workdir} holds a run with {key}={saved.get(key)!r}, but the config asks for '
-          f'{key}={expected[key]!r}. Use another --workdir, or the same {key} to resume '
-          '(the learning rate, schedule and epoch count may change on resume).')
+def _check_identity(workdir: pathlib.Path, saved: dict[str, Any], expected: dict[str, Any]) -> None:
+    for key in ('model', 'model_kwargs', 'dataset', 'class_names', 'image_shape'):
+        if json.dumps(saved.get(key), sort_keys=True) != json.dumps(expected[key], sort_keys=True):
+            raise ValueError(
+                f'{workdir} holds a run with {key}={saved.get(key)!r}, but the config asks for '
+                f'{key}={expected[key]!r}. Use another --workdir, or the same {key} to resume '
+                '(the learning rate, schedule and epoch count may change on resume).'
+            )
 
 
 def _peak_rss_mb() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _write_json_atomic(path: pathlib.Path, obj: Any) -> None:
-  tmp = path.with_suffix(path.suffix + '.tmp')
-  tmp.write_text(json.dumps(obj, indent=2) + '\n', encoding='utf-8')
-  os.replace(tmp, path)
+    tmp = path.with_suffix(path.suffix + '.tmp')
+    tmp.write_text(json.dumps(obj, indent=2) + '\n', encoding='utf-8')
+    os.replace(tmp, path)
 
 
 class Trainer:
-  """One run of ``config`` in ``workdir``; ``run()`` trains (or resumes) and evaluates."""
+    """One run of ``config`` in ``workdir``; ``run()`` trains (or resumes) and evaluates."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str | pathlib.Path):
-    self.config = config
-    self.workdir = pathlib.Path(workdir)
-    self.workdir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    self.dataset = datasets.load(config.dataset)
-    self.dataset_seconds = time.perf_counter() - start
-    self.mesh = steps.create_mesh()
-    self.num_devices = self.mesh.devices.size
-    for name in ('batch_size', 'eval_batch_size'):
-      if config[name] % self.num_devices:
-        raise ValueError(f'{name}={config[name]} is not divisible by the number of '
-                         f'devices ({self.num_devices}).')
-    height, _, channels = self.dataset.image_shape
-    num_classes = len(self.dataset.class_names)
-    model = models.create_model(
-        config.model, num_classes=num_classes, in_channels=channels,
-        image_size=height, rngs=nnx.Rngs(config.seed), **config.model_kwargs)
-    self.num_params = models.count_params(model)
-    self.steps_per_epoch = len(self.dataset.splits['train']) // config.batch_size
-    self.total_steps = config.num_epochs * self.steps_per_epoch
-    tx = optim.create_optimizer(config)
-    self.schedule = optim.create_schedule(config, self.steps_per_epoch)
-    train_graphdef, eval_graphdef, state = steps.create_train_state(model, tx, config.seed)
-    self.state = jax.device_put(state, steps.replicated(self.mesh))
-    self.identity = run_identity(config, self.dataset)
-    self.checkpoints = checkpoint.Checkpoints(self.workdir,
-                                              max_to_keep=config.checkpoint.max_to_keep)
-    self.progress = {'step': 0, 'train_seconds': 0.0, 'best_valid_accuracy': 0.0}
-    latest = self.checkpoints.latest_step()
-    if latest is not None:
-      _check_identity(self.workdir, self.checkpoints.read_meta(latest), self.identity)
-      self.state, meta = self.checkpoints.restore(latest, self.state)
-      self.progress = meta['progress']
-      logging.info('Resuming %s from step %d.', self.workdir, latest)
-    self.writer = MetricWriter(self.workdir, resume_step=self.progress['step'])
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str | pathlib.Path):
+        self.config = config
+        self.workdir = pathlib.Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        self.dataset = datasets.load(config.dataset)
+        self.dataset_seconds = time.perf_counter() - start
+        self.mesh = steps.create_mesh()
+        self.num_devices = self.mesh.devices.size
+        for name in ('batch_size', 'eval_batch_size'):
+            if config[name] % self.num_devices:
+                raise ValueError(
+                    f'{name}={config[name]} is not divisible by the number of '
+                    f'devices ({self.num_devices}).'
+                )
+        ops.set_implementation(config.ops)
+        height, _, channels = self.dataset.image_shape
+        num_classes = len(self.dataset.class_names)
+        model = models.create_model(
+            config.model,
+            num_classes=num_classes,
+            in_channels=channels,
+            image_size=height,
+            rngs=nnx.Rngs(config.seed),
+            **config.model_kwargs,
+        )
+        self.num_params = models.count_params(model)
+        self.steps_per_epoch = len(self.dataset.splits['train']) // config.batch_size
+        self.total_steps = config.num_epochs * self.steps_per_epoch
+        tx = optim.create_optimizer(config)
+        self.schedule = optim.create_schedule(config, self.steps_per_epoch)
+        train_graphdef, eval_graphdef, state = steps.create_train_state(model, tx, config.seed)
+        self.state = jax.device_put(state, steps.replicated(self.mesh))
+        self.identity = run_identity(config, self.dataset)
+        self.checkpoints = checkpoint.Checkpoints(
+            self.workdir, max_to_keep=config.checkpoint.max_to_keep
+        )
+        self.progress = {'step': 0, 'train_seconds': 0.0, 'best_valid_accuracy': 0.0}
+        latest = self.checkpoints.latest_step()
+        if latest is not None:
+            _check_identity(self.workdir, self.checkpoints.read_meta(latest), self.identity)
+            self.state, meta = self.checkpoints.restore(latest, self.state)
+            self.progress = meta['progress']
+            logging.info('Resuming %s from step %d.', self.workdir, latest)
+        self.writer = MetricWriter(self.workdir, resume_step=self.progress['step'])
 
-    start = time.perf_counter()
-    batch_spec = self._batch_spec(config.batch_size, with_mask=False)
-    self.train_step = steps.jit_train_step(
-        steps.make_train_step(train_graphdef, tx, self.schedule.fn), self.mesh
-    ).lower(self.state, batch_spec, jax.ShapeDtypeStruct((), jnp.float32)).compile()
-    self.eval_step = steps.jit_eval_step(
-        steps.make_eval_step(eval_graphdef, num_classes), self.mesh
-    ).lower(self.state, self._batch_spec(config.eval_batch_size, with_mask=True)
-            ).compile()
-    self.compile_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        batch_spec = self._batch_spec(config.batch_size, with_mask=False)
+        self.train_step = (
+            steps.jit_train_step(
+                steps.make_train_step(train_graphdef, tx, self.schedule.fn), self.mesh
+            )
+            .lower(self.state, batch_spec, jax.ShapeDtypeStruct((), jnp.float32))
+            .compile()
+        )
+        self.eval_step = (
+            steps.jit_eval_step(steps.make_eval_step(eval_graphdef, num_classes), self.mesh)
+            .lower(self.state, self._batch_spec(config.eval_batch_size, with_mask=True))
+            .compile()
+        )
+        self.compile_seconds = time.perf_counter() - start
 
-  def _batch_spec(self, batch_size: int, with_mask: bool) -> dict[str, jax.ShapeDtypeStruct]:
-    sharding = steps.batch_sharding(self.mesh)
-    spec = {'image': jax.ShapeDtypeStruct((batch_size, *self.dataset.image_shape),
-                                          jnp.float32, sharding=sharding),
-            'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=sharding)}
-    if with_mask:
-      spec['mask'] = jax.ShapeDtypeStruct((batch_size,), jnp.bool_, sharding=sharding)
-    return spec
+    def _batch_spec(self, batch_size: int, with_mask: bool) -> dict[str, jax.ShapeDtypeStruct]:
+        sharding = steps.batch_sharding(self.mesh)
+        spec = {
+            'image': jax.ShapeDtypeStruct(
+                (batch_size, *self.dataset.image_shape), jnp.float32, sharding=sharding
+            ),
+            'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=sharding),
+        }
+        if with_mask:
+            spec['mask'] = jax.ShapeDtypeStruct((batch_size,), jnp.bool_, sharding=sharding)
+        return spec
 
-  def _to_device(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-    sharding = steps.batch_sharding(self.mesh)
-    return {k: jax.make_array_from_process_local_data(sharding, v)
-            for k, v in batch.items()}
+    def _to_device(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        sharding = steps.batch_sharding(self.mesh)
+        return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
-  def evaluate(self, split: str) -> dict[str, Any]:
-    """Loss, accuracy and confusion matrix of the current state on ``split``."""
-    totals = None
-    for batch in pipeline.eval_batches(
-        self.dataset.splits[split], batch_size=self.config.eval_batch_size,
-        mean=self.dataset.mean, std=self.dataset.std):
-      out = self.eval_step(self.state, self._to_device(batch))
-      totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
-    totals = jax.device_get(totals)
-    count = int(totals['count'])
-    return {'loss': float(totals['loss']) / count,
+    def evaluate(self, split: str) -> dict[str, Any]:
+        """Loss, accuracy and confusion matrix of the current state on ``split``."""
+        totals = None
+        for batch in pipeline.eval_batches(
+            self.dataset.splits[split],
+            batch_size=self.config.eval_batch_size,
+            mean=self.dataset.mean,
+            std=self.dataset.std,
+        ):
+            out = self.eval_step(self.state, self._to_device(batch))
+            totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+        totals = jax.device_get(totals)
+        count = int(totals['count'])
+        return {
+            'loss': float(totals['loss']) / count,
             'accuracy': float(np.trace(totals['confusion'])) / count,
-            'confusion': totals['confusion']}
+            'confusion': totals['confusion'],
+        }
 
-  def _meta(self) -> dict[str, Any]:
-    return {**self.identity, 'progress': dict(self.progress),
-            'config': json.loads(self.config.to_json_best_effort())}
+    def _meta(self) -> dict[str, Any]:
+        return {
+            **self.identity,
+            'progress': dict(self.progress),
+            'config': json.loads(self.config.to_json_best_effort()),
+        }
 
-  def _train_seconds(self, session_start: float, seconds_before: float) -> float:
-    return seconds_before + time.perf_counter() - session_start
+    def _train_seconds(self, session_start: float, seconds_before: float) -> float:
+        return seconds_before + time.perf_counter() - session_start
 
-  def run(self) -> dict[str, Any]:
-    """Trains until ``num_epochs`` or ``time_budget_s``, then tests the best checkpoint."""
-    config, spe = self.config, self.steps_per_epoch
-    budget = config.time_budget_s
-    step = self.progress['step']
-    session_start = time.perf_counter()
-    seconds_before = self.progress['train_seconds']
-    stopped_by = 'epochs'
-    step_seconds, images = 0.0, 0
-    batches = pipeline.train_batches(
-        pipeline.train_dataset(
-            self.dataset.splits['train'], batch_size=config.batch_size,
-            seed=config.seed, rotation_degrees=config.input.rotation_degrees,
-            mean=self.dataset.mean, std=self.dataset.std),
-        step, num_workers=config.input.num_workers,
-        prefetch_batches=config.input.prefetch_batches)
-    in_flight: collections.deque = collections.deque()
-    while step < self.total_steps:
-      if budget and self._train_seconds(session_start, seconds_before) >= budget:
-        stopped_by = 'time_budget'
-        break
-      epoch = step // spe
-      epoch_end = (epoch + 1) * spe
-      sums = None
-      epoch_start = time.perf_counter()
-      epoch_first_step = step
-      bar = tqdm(total=spe, initial=step - epoch * spe, mininterval=1.0,
-                 desc=f'epoch {epoch + 1}/{config.num_epochs}', file=sys.stderr,
-                 dynamic_ncols=True)
-      while step < epoch_end:
-        elapsed = self._train_seconds(session_start, seconds_before)
-        if budget and elapsed >= budget:
-          stopped_by = 'time_budget'
-          break
-        clock = elapsed if self.schedule.clock == 'seconds' else step
-        batch = self._to_device(next(batches))
-        self.state, metrics = self.train_step(self.state, batch, np.float32(clock))
-        sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
-        in_flight.append(metrics['loss'])
-        if len(in_flight) > _MAX_STEPS_IN_FLIGHT:
-          in_flight.popleft().block_until_ready()
-        step += 1
-        bar.update()
-        if step % config.log_every_steps == 0:
-          s = jax.device_get(sums)
-          bar.set_postfix(loss=f"{s['loss'] / s['count']:.4f}",
-                          acc=f"{s['correct'] / s['count']:.4f}", refresh=False)
-        if (config.checkpoint.every_steps and step % config.checkpoint.every_steps == 0
-            and step < epoch_end):
-          self.progress.update(step=step, train_seconds=self._train_seconds(
-              session_start, seconds_before))
-          self.checkpoints.save(step, self.state, self._meta())
-      bar.close()
-      if sums is None:
-        break
-      jax.block_until_ready(self.state)
-      train_time = time.perf_counter() - epoch_start
-      s = jax.device_get(sums)
-      step_seconds += train_time
-      images += int(s['count'])
-      valid = self.evaluate('validation')
-      best = max(self.progress['best_valid_accuracy'], valid['accuracy'])
-      self.progress.update(step=step, best_valid_accuracy=best,
-                           train_seconds=self._train_seconds(session_start, seconds_before))
-      self.writer.write(step, {
-          'epoch': step / spe,
-          'train_loss': float(s['loss'] / s['count']),
-          'train_accuracy': float(s['correct'] / s['count']),
-          'valid_loss': valid['loss'],
-          'valid_accuracy': valid['accuracy'],
-          'learning_rate': float(self.schedule.fn(
-              self.progress['train_seconds'] if self.schedule.clock == 'seconds'
-              else step)),
-          'images_per_second': (step - epoch_first_step) * config.batch_size / train_time,
-          'elapsed_seconds': self.progress['train_seconds'],
-      })
-      self.checkpoints.save(step, self.state, self._meta(),
-                            valid_accuracy=valid['accuracy'])
-      tqdm.write(f"epoch {step / spe:.2f}: train loss {s['loss'] / s['count']:.4f} "
-                 f"acc {s['correct'] / s['count']:.4f} | valid loss {valid['loss']:.4f} "
-                 f"acc {valid['accuracy']:.4f}", file=sys.stderr)
-    if budget and stopped_by == 'epochs' and step < self.total_steps:
-      stopped_by = 'time_budget'
-    batches_closed = getattr(batches, 'close', None)
-    if batches_closed:
-      batches_closed()
-    self.checkpoints.wait()
-    return self._finish(stopped_by, images / step_seconds if step_seconds else 0.0)
+    def run(self) -> dict[str, Any]:
+        """Trains until ``num_epochs`` or ``time_budget_s``, then tests the best checkpoint."""
+        config, spe = self.config, self.steps_per_epoch
+        budget = config.time_budget_s
+        step = self.progress['step']
+        session_start = time.perf_counter()
+        seconds_before = self.progress['train_seconds']
+        stopped_by = 'epochs'
+        step_seconds, images = 0.0, 0
+        batches = pipeline.train_batches(
+            pipeline.train_dataset(
+                self.dataset.splits['train'],
+                batch_size=config.batch_size,
+                seed=config.seed,
+                rotation_degrees=config.input.rotation_degrees,
+                mean=self.dataset.mean,
+                std=self.dataset.std,
+            ),
+            step,
+            num_workers=config.input.num_workers,
+            prefetch_batches=config.input.prefetch_batches,
+        )
+        in_flight: collections.deque = collections.deque()
+        while step < self.total_steps:
+            if budget and self._train_seconds(session_start, seconds_before) >= budget:
+                stopped_by = 'time_budget'
+                break
+            epoch = step // spe
+            epoch_end = (epoch + 1) * spe
+            sums = None
+            epoch_start = time.perf_counter()
+            epoch_first_step = step
+            bar = tqdm(
+                total=spe,
+                initial=step - epoch * spe,
+                mininterval=1.0,
+                desc=f'epoch {epoch + 1}/{config.num_epochs}',
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
+            while step < epoch_end:
+                elapsed = self._train_seconds(session_start, seconds_before)
+                if budget and elapsed >= budget:
+                    stopped_by = 'time_budget'
+                    break
+                clock = elapsed if self.schedule.clock == 'seconds' else step
+                batch = self._to_device(next(batches))
+                self.state, metrics = self.train_step(self.state, batch, np.float32(clock))
+                sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+                in_flight.append(metrics['loss'])
+                if len(in_flight) > _MAX_STEPS_IN_FLIGHT:
+                    in_flight.popleft().block_until_ready()
+                step += 1
+                bar.update()
+                if step % config.log_every_steps == 0:
+                    s = jax.device_get(sums)
+                    bar.set_postfix(
+                        loss=f'{s["loss"] / s["count"]:.4f}',
+                        acc=f'{s["correct"] / s["count"]:.4f}',
+                        refresh=False,
+                    )
+                if (
+                    config.checkpoint.every_steps
+                    and step % config.checkpoint.every_steps == 0
+                    and step < epoch_end
+                ):
+                    self.progress.update(
+                        step=step, train_seconds=self._train_seconds(session_start, seconds_before)
+                    )
+                    self.checkpoints.save(step, self.state, self._meta())
+            bar.close()
+            if sums is None:
+                break
+            jax.block_until_ready(self.state)
+            trained_seconds = self._train_seconds(session_start, seconds_before)
+            train_time = time.perf_counter() - epoch_start
+            s = jax.device_get(sums)
+            step_seconds += train_time
+            images += int(s['count'])
+            valid = self.evaluate('validation')
+            best = max(self.progress['best_valid_accuracy'], valid['accuracy'])
+            if stopped_by == 'epochs':  # validation after the budget ran out is not training time
+                trained_seconds = self._train_seconds(session_start, seconds_before)
+            self.progress.update(step=step, best_valid_accuracy=best, train_seconds=trained_seconds)
+            self.writer.write(
+                step,
+                {
+                    'epoch': step / spe,
+                    'train_loss': float(s['loss'] / s['count']),
+                    'train_accuracy': float(s['correct'] / s['count']),
+                    'valid_loss': valid['loss'],
+                    'valid_accuracy': valid['accuracy'],
+                    'learning_rate': float(
+                        self.schedule.fn(
+                            self.progress['train_seconds']
+                            if self.schedule.clock == 'seconds'
+                            else step
+                        )
+                    ),
+                    'images_per_second': (step - epoch_first_step) * config.batch_size / train_time,
+                    'elapsed_seconds': self.progress['train_seconds'],
+                },
+            )
+            self.checkpoints.save(step, self.state, self._meta(), valid_accuracy=valid['accuracy'])
+            tqdm.write(
+                f'epoch {step / spe:.2f}: train loss {s["loss"] / s["count"]:.4f} '
+                f'acc {s["correct"] / s["count"]:.4f} | valid loss {valid["loss"]:.4f} '
+                f'acc {valid["accuracy"]:.4f}',
+                file=sys.stderr,
+            )
+        batches.close()
+        self.checkpoints.wait()
+        return self._finish(stopped_by, images / step_seconds if step_seconds else 0.0)
 
-  def _finish(self, stopped_by: str, images_per_second: float) -> dict[str, Any]:
-    best_step = self.checkpoints.best_step()
-    if best_step is not None:
-      self.state, _ = self.checkpoints.restore(best_step, self.state)
-    test = self.evaluate('test')
-    summary = {
-        'model': self.config.model,
-        'dataset': self.config.dataset.name,
-        'num_params': self.num_params,
-        'best_valid_accuracy': self.progress['best_valid_accuracy'],
-        'best_step': best_step,
-        'test_accuracy': test['accuracy'],
-        'test_loss': test['loss'],
-        'epochs_completed': self.progress['step'] / self.steps_per_epoch,
-        'steps': self.progress['step'],
-        'stopped_by': stopped_by,
-        'train_seconds': self.progress['train_seconds'],
-        'images_per_second': images_per_second,
-        'compile_seconds': self.compile_seconds,
-        'dataset_seconds': self.dataset_seconds,
-        'dataset_prepare_seconds': self.dataset.prepare_seconds,
-        'peak_rss_mb': _peak_rss_mb(),
-        'num_devices': self.num_devices,
-    }
-    _write_json_atomic(self.workdir / 'summary.json', summary)
-    self.writer.close()
-    self.checkpoints.close()
-    print(f"{summary['dataset']} {summary['model']}: best valid "
-          f"{summary['best_valid_accuracy']:.2%}, test {summary['test_accuracy']:.2%}, "
-          f"{summary['epochs_completed']:.2f} epochs in {summary['train_seconds']:.0f} s "
-          f"({stopped_by}), {images_per_second:,.0f} img/s, compile "
-          f"{self.compile_seconds:.1f} s, data {self.dataset_seconds:.1f} s, "
-          f"{self.num_devices} device(s) -> {self.workdir / 'summary.json'}", flush=True)
-    return summary
+    def _finish(self, stopped_by: str, images_per_second: float) -> dict[str, Any]:
+        best_step = self.checkpoints.best_step()
+        if best_step is not None:
+            self.state, _ = self.checkpoints.restore(best_step, self.state)
+        test = self.evaluate('test')
+        summary = {
+            'model': self.config.model,
+            'dataset': self.config.dataset.name,
+            'num_params': self.num_params,
+            'best_valid_accuracy': self.progress['best_valid_accuracy'],
+            'best_step': best_step,
+            'test_accuracy': test['accuracy'],
+            'test_loss': test['loss'],
+            'epochs_completed': self.progress['step'] / self.steps_per_epoch,
+            'steps': self.progress['step'],
+            'stopped_by': stopped_by,
+            'train_seconds': self.progress['train_seconds'],
+            'images_per_second': images_per_second,
+            'compile_seconds': self.compile_seconds,
+            'dataset_seconds': self.dataset_seconds,
+            'dataset_prepare_seconds': self.dataset.prepare_seconds,
+            'peak_rss_mb': _peak_rss_mb(),
+            'num_devices': self.num_devices,
+        }
+        _write_json_atomic(self.workdir / 'summary.json', summary)
+        self.writer.close()
+        self.checkpoints.close()
+        print(
+            f'{summary["dataset"]} {summary["model"]}: best valid '
+            f'{summary["best_valid_accuracy"]:.2%}, test {summary["test_accuracy"]:.2%}, '
+            f'{summary["epochs_completed"]:.2f} epochs in {summary["train_seconds"]:.0f} s '
+            f'({stopped_by}), {images_per_second:,.0f} img/s, compile '
+            f'{self.compile_seconds:.1f} s, data {self.dataset_seconds:.1f} s, '
+            f'{self.num_devices} device(s) -> {self.workdir / "summary.json"}',
+            flush=True,
+        )
+        return summary

@@ -11,22 +11,22 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def load_config(name: str):
-  """``configs/<name>.py``'s ``get_config()``, as ``--config`` would load it."""
-  spec = importlib.util.spec_from_file_location(name, REPO / 'configs' / f'{name}.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+    """``configs/<name>.py``'s ``get_config()``, as ``--config`` would load it."""
+    spec = importlib.util.spec_from_file_location(name, REPO / 'configs' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
 
 
 @pytest.fixture(scope='session')
 def data_dir(tmp_path_factory) -> pathlib.Path:
-  """A data directory shared by the session's tests (datasets are prepared once)."""
-  return tmp_path_factory.mktemp('datasets')
+    """A data directory shared by the session's tests (datasets are prepared once)."""
+    return tmp_path_factory.mktemp('datasets')
 
 
 @pytest.fixture
 def smoke_config(data_dir):
-  """``configs/glyph_smoke.py`` reading its data from the session's data directory."""
-  config = load_config('glyph_smoke')
-  config.dataset.data_dir = str(data_dir)
-  return config
+    """``configs/glyph_smoke.py`` reading its data from the session's data directory."""
+    config = load_config('glyph_smoke')
+    config.dataset.data_dir = str(data_dir)
+    return config

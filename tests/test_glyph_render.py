@@ -45,8 +45,12 @@ def test_every_font_renders_every_class(path):
     notdef = _mask(font, '\U0010fffd')
     for char in CLASS_NAMES:
         mask = _mask(font, char)
-        assert mask.getbbox() is not None and np.asarray(mask).max() >= 128, f'{char!r} renders blank'
-        assert mask.size != notdef.size or mask.tobytes() != notdef.tobytes(), f'{char!r} is the .notdef box'
+        assert mask.getbbox() is not None and np.asarray(mask).max() >= 128, (
+            f'{char!r} renders blank'
+        )
+        assert mask.size != notdef.size or mask.tobytes() != notdef.tobytes(), (
+            f'{char!r} is the .notdef box'
+        )
 
 
 @pytest.mark.parametrize('path', font_paths(), ids=lambda p: p.name)
@@ -83,7 +87,9 @@ def test_render_sample_deterministic_shape_and_label():
 
 def test_render_sample_identical_in_another_process_and_order():
     indices = list(range(0, 520, 37))
-    here = [hashlib.sha256(render_sample(11, 'validation', i)[0].tobytes()).hexdigest() for i in indices]
+    here = [
+        hashlib.sha256(render_sample(11, 'validation', i)[0].tobytes()).hexdigest() for i in indices
+    ]
     code = (
         'import hashlib\n'
         'from flaxcnn.data.glyph_render import render_sample\n'
@@ -91,7 +97,9 @@ def test_render_sample_identical_in_another_process_and_order():
         "    print(hashlib.sha256(render_sample(11, 'validation', i)[0].tobytes()).hexdigest())\n"
     )
     repo = pathlib.Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, '-c', code], cwd=repo, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, '-c', code], cwd=repo, capture_output=True, text=True, check=True
+    )
     out = result.stdout
     assert out.split()[::-1] == here
 

@@ -47,7 +47,9 @@ def abstract_forward(model, shape, **call_kwargs):
 
 def small_mynet_v2(seed=0):
     """A real mynet_v2 on 32x32x1 inputs, cheap enough for eager compute."""
-    return create_model('mynet_v2', num_classes=5, in_channels=1, image_size=32, rngs=nnx.Rngs(seed))
+    return create_model(
+        'mynet_v2', num_classes=5, in_channels=1, image_size=32, rngs=nnx.Rngs(seed)
+    )
 
 
 def test_registry_names():
@@ -70,9 +72,13 @@ def test_count_params_matches_real_model():
     [(52, 1, 90), (10, 3, 64), (7, 2, 75)],
 )
 def test_output_shapes(name, num_classes, in_channels, image_size):
-    model = abstract_model(name, num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    model = abstract_model(
+        name, num_classes=num_classes, in_channels=in_channels, image_size=image_size
+    )
     shape = (2, image_size, image_size, in_channels)
-    out = abstract_forward(model, shape, rngs=jax.random.key(1))  # train mode (the default after construction)
+    out = abstract_forward(
+        model, shape, rngs=jax.random.key(1)
+    )  # train mode (the default after construction)
     assert out.shape == (2, num_classes) and out.dtype == jnp.float32
     model.eval()
     out = abstract_forward(model, shape)  # eval mode needs no rngs
@@ -241,7 +247,12 @@ def _torch_max_pool_reference(x, window, stride, padding):
 
 @pytest.mark.parametrize(
     'shape,window,stride,padding',
-    [((2, 45, 45, 3), 3, 2, 1), ((1, 12, 11, 2), 3, 2, 1), ((1, 9, 9, 1), 2, 2, 0), ((1, 8, 8, 2), 3, 1, 1)],
+    [
+        ((2, 45, 45, 3), 3, 2, 1),
+        ((1, 12, 11, 2), 3, 2, 1),
+        ((1, 9, 9, 1), 2, 2, 0),
+        ((1, 8, 8, 2), 3, 1, 1),
+    ],
 )
 def test_max_pool_matches_torch_semantics(shape, window, stride, padding):
     x = np.random.default_rng(0).uniform(-5.0, -1.0, size=shape).astype(np.float32)  # all negative
@@ -256,7 +267,9 @@ def test_max_pool_matches_torch_semantics(shape, window, stride, padding):
 @pytest.mark.parametrize('kernel,stride', [(7, 2), (3, 2), (1, 2), (3, 1)])
 def test_conv_output_size_formula(size, kernel, stride):
     conv = nnx.eval_shape(lambda: layers.conv(2, 4, kernel, stride, rngs=nnx.Rngs(0)))
-    out = nnx.eval_shape(lambda m, x: m(x), conv, jax.ShapeDtypeStruct((1, size, size, 2), jnp.float32))
+    out = nnx.eval_shape(
+        lambda m, x: m(x), conv, jax.ShapeDtypeStruct((1, size, size, 2), jnp.float32)
+    )
     assert out.shape[1] == out.shape[2] == layers.conv_output_size(size, kernel, stride)
 
 
@@ -276,7 +289,11 @@ def test_cli_default_output():
         timeout=120,
         check=True,
     )
-    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line and line[0] != '#'}
+    rows = {
+        line.split()[0]: line.split()
+        for line in result.stdout.splitlines()
+        if line and line[0] != '#'
+    }
     for name, count in EXPECTED_PARAMS.items():
         assert rows[name][1] == f'{count:,}'
         assert ' '.join(rows[name][2:]) == '(1, 52)'
@@ -284,7 +301,9 @@ def test_cli_default_output():
 
 def test_cli_main_custom_args(capsys):
     cli_main(['--num-classes', '10', '--in-channels', '3', '--image-size', '64'])
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.split()[0] in EXPECTED_PARAMS]
+    lines = [
+        line for line in capsys.readouterr().out.splitlines() if line.split()[0] in EXPECTED_PARAMS
+    ]
     assert len(lines) == len(EXPECTED_PARAMS)
     assert all(line.endswith('(1, 10)') for line in lines)
 
@@ -302,7 +321,9 @@ def test_functional_train_step_under_jit():
             # copy=True: the merged model's BatchStats are mutated inside the grad trace.
             m = nnx.merge(graphdef, params, batch_stats, copy=True)
             logits = m(x, rngs=key)
-            loss = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
+            loss = -jnp.mean(
+                jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1)
+            )
             return loss, nnx.state(m, nnx.BatchStat)
 
         (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)

@@ -9,80 +9,88 @@ from flaxcnn.data import augment, pipeline
 
 
 def _source(n=20, size=8):
-  rng = np.random.default_rng(0)
-  return [{'image': rng.integers(0, 256, (size, size, 1), np.uint8), 'label': np.int64(i)}
-          for i in range(n)]
+    rng = np.random.default_rng(0)
+    return [
+        {'image': rng.integers(0, 256, (size, size, 1), np.uint8), 'label': np.int64(i)}
+        for i in range(n)
+    ]
 
 
 def _labels(batches, k):
-  return [b['label'].tolist() for b in itertools.islice(batches, k)]
+    return [b['label'].tolist() for b in itertools.islice(batches, k)]
 
 
 def _train(source, **kw):
-  args = dict(batch_size=5, seed=0, rotation_degrees=0.0, mean=(0.0,), std=(1.0,))
-  return pipeline.train_dataset(source, **{**args, **kw})
+    args = dict(batch_size=5, seed=0, rotation_degrees=0.0, mean=(0.0,), std=(1.0,))
+    return pipeline.train_dataset(source, **{**args, **kw})
 
 
 def test_each_epoch_is_a_new_permutation():
-  source = _source()
-  labels = _labels(pipeline.train_batches(_train(source), 0, num_workers=0,
-                                          prefetch_batches=2), 12)
-  epochs = [sorted(sum(labels[e * 4:(e + 1) * 4], [])) for e in range(3)]
-  assert all(e == list(range(20)) for e in epochs)
-  assert labels[0:4] != labels[4:8] != labels[8:12]
+    source = _source()
+    labels = _labels(
+        pipeline.train_batches(_train(source), 0, num_workers=0, prefetch_batches=2), 12
+    )
+    epochs = [sorted(sum(labels[e * 4 : (e + 1) * 4], [])) for e in range(3)]
+    assert all(e == list(range(20)) for e in epochs)
+    assert labels[0:4] != labels[4:8] != labels[8:12]
 
 
 def test_same_seed_same_batches_other_seed_other_batches():
-  source = _source()
-  run = lambda seed: _labels(pipeline.train_batches(
-      _train(source, seed=seed), 0, num_workers=0, prefetch_batches=2), 4)
-  assert run(0) == run(0)
-  assert run(0) != run(1)
+    source = _source()
+    run = lambda seed: _labels(
+        pipeline.train_batches(_train(source, seed=seed), 0, num_workers=0, prefetch_batches=2), 4
+    )
+    assert run(0) == run(0)
+    assert run(0) != run(1)
 
 
 def test_resuming_at_a_step_continues_the_same_stream():
-  ds = _train(_source(), rotation_degrees=10.0)
-  full = list(itertools.islice(pipeline.train_batches(ds, 0, num_workers=0,
-                                                      prefetch_batches=2), 9))
-  resumed = list(itertools.islice(pipeline.train_batches(ds, 6, num_workers=0,
-                                                         prefetch_batches=2), 3))
-  for a, b in zip(full[6:], resumed):
-    np.testing.assert_array_equal(a['image'], b['image'])
-    np.testing.assert_array_equal(a['label'], b['label'])
+    ds = _train(_source(), rotation_degrees=10.0)
+    full = list(
+        itertools.islice(pipeline.train_batches(ds, 0, num_workers=0, prefetch_batches=2), 9)
+    )
+    resumed = list(
+        itertools.islice(pipeline.train_batches(ds, 6, num_workers=0, prefetch_batches=2), 3)
+    )
+    for a, b in zip(full[6:], resumed):
+        np.testing.assert_array_equal(a['image'], b['image'])
+        np.testing.assert_array_equal(a['label'], b['label'])
 
 
 def test_normalization_uses_the_given_statistics():
-  source = _source()
-  batch = next(pipeline.train_batches(_train(source, mean=(100.0,), std=(50.0,)), 0,
-                                      num_workers=0, prefetch_batches=2))
-  assert batch['image'].dtype == np.float32 and batch['label'].dtype == np.int32
-  raw = np.stack([source[i]['image'] for i in batch['label']]).astype(np.float32)
-  np.testing.assert_allclose(batch['image'], (raw - 100.0) / 50.0, rtol=1e-6)
+    source = _source()
+    batch = next(
+        pipeline.train_batches(
+            _train(source, mean=(100.0,), std=(50.0,)), 0, num_workers=0, prefetch_batches=2
+        )
+    )
+    assert batch['image'].dtype == np.float32 and batch['label'].dtype == np.int32
+    raw = np.stack([source[i]['image'] for i in batch['label']]).astype(np.float32)
+    np.testing.assert_allclose(batch['image'], (raw - 100.0) / 50.0, rtol=1e-6)
 
 
 def test_batch_larger_than_split_is_an_error():
-  with pytest.raises(ValueError, match='larger than the train split'):
-    _train(_source(4))
+    with pytest.raises(ValueError, match='larger than the train split'):
+        _train(_source(4))
 
 
 def test_rotation_is_small_and_not_a_flip():
-  image = np.full((32, 32, 1), 255, np.uint8)
-  image[4:28, 6:10] = 0  # a vertical bar on the left
-  rotate = augment.RandomRotation(5.0)
-  for seed in range(5):
-    out = rotate.random_map({'image': image, 'label': 0},
-                            np.random.default_rng(seed))['image']
-    assert out.shape == image.shape
-    dark = np.argwhere(out[..., 0] < 128)
-    assert dark[:, 1].mean() < 12  # still on the left: rotated a little, never mirrored
-    assert not np.array_equal(out, image)
-    assert out[0, 16, 0] == 255  # corners filled with the background, not black
+    image = np.full((32, 32, 1), 255, np.uint8)
+    image[4:28, 6:10] = 0  # a vertical bar on the left
+    rotate = augment.RandomRotation(5.0)
+    for seed in range(5):
+        out = rotate.random_map({'image': image, 'label': 0}, np.random.default_rng(seed))['image']
+        assert out.shape == image.shape
+        dark = np.argwhere(out[..., 0] < 128)
+        assert dark[:, 1].mean() < 12  # still on the left: rotated a little, never mirrored
+        assert not np.array_equal(out, image)
+        assert out[0, 16, 0] == 255  # corners filled with the background, not black
 
 
 def test_eval_batches_cover_every_example_once_with_a_mask():
-  source = _source(13)
-  batches = list(pipeline.eval_batches(source, batch_size=5, mean=(0.0,), std=(1.0,)))
-  assert [b['image'].shape[0] for b in batches] == [5, 5, 5]
-  mask = np.concatenate([b['mask'] for b in batches])
-  labels = np.concatenate([b['label'] for b in batches])[mask]
-  assert mask.sum() == 13 and labels.tolist() == list(range(13))
+    source = _source(13)
+    batches = list(pipeline.eval_batches(source, batch_size=5, mean=(0.0,), std=(1.0,)))
+    assert [b['image'].shape[0] for b in batches] == [5, 5, 5]
+    mask = np.concatenate([b['mask'] for b in batches])
+    labels = np.concatenate([b['label'] for b in batches])[mask]
+    assert mask.sum() == 13 and labels.tolist() == list(range(13))

@@ -1,7 +1,6 @@
 """Orbax checkpoints: round trip, exact resume after SIGKILL, overrides on resume, workdir guard."""
 
 import json
-import os
 import pathlib
 import signal
 import subprocess
@@ -19,99 +18,122 @@ from conftest import REPO
 
 
 def _cmd(workdir, data_dir, *overrides):
-  return [sys.executable, '-m', 'flaxcnn.train', '--config=configs/glyph_smoke.py',
-          f'--workdir={workdir}', f'--config.dataset.data_dir={data_dir}', *overrides]
+    return [
+        sys.executable,
+        '-m',
+        'flaxcnn.train',
+        '--config=configs/glyph_smoke.py',
+        f'--workdir={workdir}',
+        f'--config.dataset.data_dir={data_dir}',
+        *overrides,
+    ]
 
 
 def _run(workdir, data_dir, *overrides):
-  out = subprocess.run(_cmd(workdir, data_dir, *overrides), cwd=REPO, capture_output=True,
-                       text=True, timeout=300)
-  assert out.returncode == 0, out.stderr[-3000:]
-  return out
+    out = subprocess.run(
+        _cmd(workdir, data_dir, *overrides), cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
 
 
 def _final_state(workdir: pathlib.Path):
-  ckpts = workdir / 'checkpoints'
-  last = max(int(p.name) for p in ckpts.iterdir() if p.name.isdigit())
-  return last, ocp.StandardCheckpointer().restore(ckpts / str(last) / 'state')
+    ckpts = workdir / 'checkpoints'
+    last = max(int(p.name) for p in ckpts.iterdir() if p.name.isdigit())
+    return last, ocp.StandardCheckpointer().restore(ckpts / str(last) / 'state')
 
 
 def test_checkpoint_round_trip(smoke_config, tmp_path):
-  model = models.create_model('mynet_v2', num_classes=52, in_channels=1, image_size=32,
-                              rngs=nnx.Rngs(0), widths=(8, 16, 32))
-  tx = optim.create_optimizer(smoke_config)
-  _, _, state = steps.create_train_state(model, tx, seed=3)
-  state = state.replace(step=state.step + 7)
-  ckpts = checkpoint.Checkpoints(tmp_path, max_to_keep=2)
-  ckpts.save(7, state, {'class_names': ['a', 'b'], 'progress': {'step': 7}},
-             valid_accuracy=0.5)
-  ckpts.wait()
-  _, _, fresh = steps.create_train_state(model, tx, seed=99)
-  restored, meta = ckpts.restore(7, fresh)
-  jax.tree.map(np.testing.assert_array_equal, restored, state)
-  assert meta['class_names'] == ['a', 'b'] and meta['progress']['step'] == 7
-  assert ckpts.best_step() == 7
-  ckpts.close()
+    model = models.create_model(
+        'mynet_v2',
+        num_classes=52,
+        in_channels=1,
+        image_size=32,
+        rngs=nnx.Rngs(0),
+        widths=(8, 16, 32),
+    )
+    tx = optim.create_optimizer(smoke_config)
+    _, _, state = steps.create_train_state(model, tx, seed=3)
+    state = state.replace(step=state.step + 7)
+    ckpts = checkpoint.Checkpoints(tmp_path, max_to_keep=2)
+    ckpts.save(7, state, {'class_names': ['a', 'b'], 'progress': {'step': 7}}, valid_accuracy=0.5)
+    ckpts.wait()
+    _, _, fresh = steps.create_train_state(model, tx, seed=99)
+    restored, meta = ckpts.restore(7, fresh)
+    jax.tree.map(np.testing.assert_array_equal, restored, state)
+    assert meta['class_names'] == ['a', 'b'] and meta['progress']['step'] == 7
+    assert ckpts.best_step() == 7
+    ckpts.close()
 
 
 def test_latest_n_plus_best_are_kept(smoke_config, tmp_path):
-  model = models.create_model('mynet_v1', num_classes=3, in_channels=1, image_size=16,
-                              rngs=nnx.Rngs(0), widths=(4, 8))
-  _, _, state = steps.create_train_state(model, optim.create_optimizer(smoke_config), 0)
-  ckpts = checkpoint.Checkpoints(tmp_path, max_to_keep=2)
-  for step, acc in [(1, 0.5), (2, 0.9), (3, None), (4, 0.6), (5, None)]:
-    ckpts.save(step, state, {}, valid_accuracy=acc)
-  ckpts.wait()
-  assert list(ckpts.manager.all_steps()) == [2, 4, 5]
-  assert ckpts.best_step() == 2 and ckpts.latest_step() == 5
-  ckpts.close()
+    model = models.create_model(
+        'mynet_v1', num_classes=3, in_channels=1, image_size=16, rngs=nnx.Rngs(0), widths=(4, 8)
+    )
+    _, _, state = steps.create_train_state(model, optim.create_optimizer(smoke_config), 0)
+    ckpts = checkpoint.Checkpoints(tmp_path, max_to_keep=2)
+    for step, acc in [(1, 0.5), (2, 0.9), (3, None), (4, 0.6), (5, None)]:
+        ckpts.save(step, state, {}, valid_accuracy=acc)
+    ckpts.wait()
+    assert list(ckpts.manager.all_steps()) == [2, 4, 5]
+    assert ckpts.best_step() == 2 and ckpts.latest_step() == 5
+    ckpts.close()
 
 
 def test_killed_mid_epoch_resumes_to_identical_parameters(tmp_path, data_dir):
-  epochs = ['--config.num_epochs=8']  # 6 steps an epoch, a checkpoint every 3 steps
-  reference = tmp_path / 'reference'
-  _run(reference, data_dir, *epochs)
+    epochs = ['--config.num_epochs=8']  # 6 steps an epoch, a checkpoint every 3 steps
+    reference = tmp_path / 'reference'
+    _run(reference, data_dir, *epochs)
 
-  killed = tmp_path / 'killed'
-  proc = subprocess.Popen(_cmd(killed, data_dir, *epochs), cwd=REPO,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.monotonic() + 240
-  while time.monotonic() < deadline and proc.poll() is None:
-    done = [int(p.name) for p in (killed / 'checkpoints').glob('*') if p.name.isdigit()]
-    if any(s >= 9 and s % 6 for s in done):  # a mid-epoch checkpoint after epoch 1
-      break
-    time.sleep(0.01)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  assert proc.returncode == -signal.SIGKILL, 'the run finished before it could be killed'
-  assert not (killed / 'summary.json').exists()
+    killed = tmp_path / 'killed'
+    proc = subprocess.Popen(
+        _cmd(killed, data_dir, *epochs),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        done = [int(p.name) for p in (killed / 'checkpoints').glob('*') if p.name.isdigit()]
+        if any(s >= 9 and s % 6 for s in done):  # a mid-epoch checkpoint after epoch 1
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, 'the run finished before it could be killed'
+    assert not (killed / 'summary.json').exists()
 
-  out = _run(killed, data_dir, *epochs)
-  ref_step, ref_state = _final_state(reference)
-  step, state = _final_state(killed)
-  assert step == ref_step == 48
-  jax.tree.map(np.testing.assert_array_equal, state, ref_state)
-  ref_summary = json.loads((reference / 'summary.json').read_text())
-  summary = json.loads((killed / 'summary.json').read_text())
-  assert summary['test_accuracy'] == ref_summary['test_accuracy']
-  records = [json.loads(l) for l in (killed / 'metrics.jsonl').read_text().splitlines()]
-  assert [r['step'] for r in records] == [6 * (e + 1) for e in range(8)]
-  assert 'best valid' in out.stdout
+    out = _run(killed, data_dir, *epochs)
+    ref_step, ref_state = _final_state(reference)
+    step, state = _final_state(killed)
+    assert step == ref_step == 48
+    jax.tree.map(np.testing.assert_array_equal, state, ref_state)
+    ref_summary = json.loads((reference / 'summary.json').read_text())
+    summary = json.loads((killed / 'summary.json').read_text())
+    assert summary['test_accuracy'] == ref_summary['test_accuracy']
+    records = [json.loads(l) for l in (killed / 'metrics.jsonl').read_text().splitlines()]
+    assert [r['step'] for r in records] == [6 * (e + 1) for e in range(8)]
+    assert 'best valid' in out.stdout
 
 
 def test_resume_with_a_lower_learning_rate_and_more_epochs(tmp_path, data_dir):
-  _run(tmp_path, data_dir, '--config.num_epochs=1')
-  _run(tmp_path, data_dir, '--config.num_epochs=2', '--config.optimizer.lr=0.0001')
-  records = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
-  assert [r['step'] for r in records] == [6, 12]
-  assert records[0]['learning_rate'] == np.float32(0.002)
-  assert records[1]['learning_rate'] == np.float32(0.0001)
-  assert json.loads((tmp_path / 'summary.json').read_text())['steps'] == 12
+    _run(tmp_path, data_dir, '--config.num_epochs=1')
+    _run(tmp_path, data_dir, '--config.num_epochs=2', '--config.optimizer.lr=0.0001')
+    records = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+    assert [r['step'] for r in records] == [6, 12]
+    assert records[0]['learning_rate'] == np.float32(0.002)
+    assert records[1]['learning_rate'] == np.float32(0.0001)
+    assert json.loads((tmp_path / 'summary.json').read_text())['steps'] == 12
 
 
 def test_workdir_of_another_model_is_refused(tmp_path, data_dir):
-  _run(tmp_path, data_dir, '--config.num_epochs=1')
-  out = subprocess.run(_cmd(tmp_path, data_dir, '--config.model=mynet_v1'), cwd=REPO,
-                       capture_output=True, text=True, timeout=300)
-  assert out.returncode != 0
-  assert "holds a run with model='mynet_v2'" in out.stderr
+    _run(tmp_path, data_dir, '--config.num_epochs=1')
+    out = subprocess.run(
+        _cmd(tmp_path, data_dir, '--config.model=mynet_v1'),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode != 0
+    assert "holds a run with model='mynet_v2'" in out.stderr

@@ -14,82 +14,111 @@ from flaxcnn import models, optim, steps, trainer
 
 from conftest import REPO
 
-SUMMARY_KEYS = {'best_valid_accuracy', 'test_accuracy', 'epochs_completed', 'train_seconds',
-                'images_per_second', 'num_devices', 'compile_seconds', 'dataset_seconds',
-                'peak_rss_mb'}
+SUMMARY_KEYS = {
+    'best_valid_accuracy',
+    'test_accuracy',
+    'epochs_completed',
+    'train_seconds',
+    'images_per_second',
+    'num_devices',
+    'compile_seconds',
+    'dataset_seconds',
+    'peak_rss_mb',
+}
 
 
 def test_train_step_lowers_the_loss_on_a_fixed_batch(smoke_config):
-  model = models.create_model('mynet_v2', num_classes=52, in_channels=1, image_size=32,
-                              rngs=nnx.Rngs(0), widths=(8, 16, 32))
-  tx = optim.create_optimizer(smoke_config)
-  graphdef, _, state = steps.create_train_state(model, tx, seed=0)
-  step = jax.jit(steps.make_train_step(graphdef, tx, optax.constant_schedule(1e-3)))
-  rng = np.random.default_rng(0)
-  batch = {'image': rng.normal(size=(16, 32, 32, 1)).astype(np.float32),
-           'label': rng.integers(0, 52, 16).astype(np.int32)}
-  losses = []
-  for _ in range(15):
-    state, metrics = step(state, batch, np.float32(0))
-    losses.append(float(metrics['loss'] / metrics['count']))
-  assert losses[-1] < 0.5 * losses[0]
-  assert int(state.step) == 15
+    model = models.create_model(
+        'mynet_v2',
+        num_classes=52,
+        in_channels=1,
+        image_size=32,
+        rngs=nnx.Rngs(0),
+        widths=(8, 16, 32),
+    )
+    tx = optim.create_optimizer(smoke_config)
+    graphdef, _, state = steps.create_train_state(model, tx, seed=0)
+    step = jax.jit(steps.make_train_step(graphdef, tx, optax.constant_schedule(1e-3)))
+    rng = np.random.default_rng(0)
+    batch = {
+        'image': rng.normal(size=(16, 32, 32, 1)).astype(np.float32),
+        'label': rng.integers(0, 52, 16).astype(np.int32),
+    }
+    losses = []
+    for _ in range(15):
+        state, metrics = step(state, batch, np.float32(0))
+        losses.append(float(metrics['loss'] / metrics['count']))
+    assert losses[-1] < 0.5 * losses[0]
+    assert int(state.step) == 15
 
 
 def test_steps_compile_once_and_never_retrace(smoke_config, tmp_path, monkeypatch):
-  traces = []
-  make = steps.make_train_step
+    traces = []
+    make = steps.make_train_step
 
-  def counting_make(*args):
-    fn = make(*args)
+    def counting_make(*args):
+        fn = make(*args)
 
-    def traced(*a):
-      traces.append(1)
-      return fn(*a)
-    return traced
+        def traced(*a):
+            traces.append(1)
+            return fn(*a)
 
-  monkeypatch.setattr(steps, 'make_train_step', counting_make)
-  summary = trainer.Trainer(smoke_config, tmp_path).run()
-  assert summary['steps'] == 12
-  assert len(traces) == 1
+        return traced
+
+    monkeypatch.setattr(steps, 'make_train_step', counting_make)
+    summary = trainer.Trainer(smoke_config, tmp_path).run()
+    assert summary['steps'] == 12
+    assert len(traces) == 1
 
 
 def test_time_budget_stops_training(smoke_config, tmp_path):
-  smoke_config.num_epochs = 1000
-  smoke_config.time_budget_s = 2.0
-  smoke_config.schedule.name = 'time_linear'
-  summary = trainer.Trainer(smoke_config, tmp_path).run()
-  assert summary['stopped_by'] == 'time_budget'
-  assert 2.0 <= summary['train_seconds'] < 10.0
-  assert 0 < summary['epochs_completed'] < 1000
-  records = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
-  assert records[-1]['learning_rate'] < records[0]['learning_rate']
+    smoke_config.num_epochs = 1000
+    smoke_config.time_budget_s = 2.0
+    smoke_config.schedule.name = 'time_linear'
+    summary = trainer.Trainer(smoke_config, tmp_path).run()
+    assert summary['stopped_by'] == 'time_budget'
+    assert 2.0 <= summary['train_seconds'] < 10.0
+    assert 0 < summary['epochs_completed'] < 1000
+    records = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+    assert records[-1]['learning_rate'] < records[0]['learning_rate']
 
 
 def _cli(workdir, *overrides, data_dir):
-  cmd = [sys.executable, '-m', 'flaxcnn.train', '--config=configs/glyph_smoke.py',
-         f'--workdir={workdir}', f'--config.dataset.data_dir={data_dir}', *overrides]
-  return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    cmd = [
+        sys.executable,
+        '-m',
+        'flaxcnn.train',
+        '--config=configs/glyph_smoke.py',
+        f'--workdir={workdir}',
+        f'--config.dataset.data_dir={data_dir}',
+        *overrides,
+    ]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
 def test_cli_smoke_run_writes_metrics_checkpoints_and_summary(tmp_path, data_dir):
-  out = _cli(tmp_path, '--config.optimizer.lr=0.01', '--config.num_epochs=3',
-             data_dir=data_dir)
-  assert out.returncode == 0, out.stderr[-3000:]
-  summary = json.loads((tmp_path / 'summary.json').read_text())
-  assert SUMMARY_KEYS <= summary.keys()
-  assert summary['epochs_completed'] == 3 and summary['num_devices'] == 1
-  assert 'glyphs mynet_v2: best valid' in out.stdout
-  records = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
-  assert [r['epoch'] for r in records] == [1.0, 2.0, 3.0]
-  assert {'train_loss', 'train_accuracy', 'valid_loss', 'valid_accuracy',
-          'images_per_second', 'elapsed_seconds'} <= records[0].keys()
-  assert records[0]['learning_rate'] == pytest.approx(0.01)  # the override took effect
-  assert list((tmp_path / 'tensorboard').glob('events.out.tfevents.*'))
-  assert (tmp_path / 'checkpoints').is_dir()
+    out = _cli(tmp_path, '--config.optimizer.lr=0.01', '--config.num_epochs=3', data_dir=data_dir)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((tmp_path / 'summary.json').read_text())
+    assert SUMMARY_KEYS <= summary.keys()
+    assert summary['epochs_completed'] == 3 and summary['num_devices'] == 1
+    assert 'glyphs mynet_v2: best valid' in out.stdout
+    records = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+    assert [r['epoch'] for r in records] == [1.0, 2.0, 3.0]
+    assert {
+        'train_loss',
+        'train_accuracy',
+        'valid_loss',
+        'valid_accuracy',
+        'images_per_second',
+        'elapsed_seconds',
+    } <= records[0].keys()
+    assert records[0]['learning_rate'] == pytest.approx(0.01)  # the override took effect
+    assert list((tmp_path / 'tensorboard').glob('events.out.tfevents.*'))
+    assert (tmp_path / 'checkpoints').is_dir()
 
 
 def test_cli_rejects_unknown_config_fields(tmp_path, data_dir):
-  out = _cli(tmp_path, '--config.optimizer.lrr=0.01', data_dir=data_dir)
-  assert out.returncode != 0
-  assert 'lrr' in out.stderr
+    out = _cli(tmp_path, '--config.optimizer.lrr=0.01', data_dir=data_dir)
+    assert out.returncode != 0
+    assert 'lrr' in out.stderr

@@ -11,16 +11,19 @@ from PIL import Image
 
 @dataclasses.dataclass(frozen=True)
 class RandomRotation(grain.transforms.RandomMap):
-  """Rotates by a uniform angle in [-degrees, degrees], filling with the border's median."""
+    """Rotates by a uniform angle in [-degrees, degrees], filling with the border's median."""
 
-  degrees: float
+    degrees: float
 
-  def random_map(self, element, rng: np.random.Generator):
-    angle = rng.uniform(-self.degrees, self.degrees)
-    image = element['image']
-    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
-    fill = tuple(int(v) for v in np.median(border, axis=0))
-    pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-    rotated = np.asarray(pil.rotate(angle, resample=Image.BILINEAR,
-                                    fillcolor=fill[0] if len(fill) == 1 else fill))
-    return {**element, 'image': rotated.reshape(image.shape)}
+    def random_map(self, element, rng: np.random.Generator):
+        angle = rng.uniform(-self.degrees, self.degrees)
+        image = element['image']
+        border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+        fill = tuple(int(v) for v in np.median(border, axis=0))
+        pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+        rotated = np.asarray(
+            pil.rotate(
+                angle, resample=Image.BILINEAR, fillcolor=fill[0] if len(fill) == 1 else fill
+            )
+        )
+        return {**element, 'image': rotated.reshape(image.shape)}

@@ -17,55 +17,58 @@ SPLITS = ('train', 'validation', 'test')
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """Random-access splits plus what training needs to know about them."""
+    """Random-access splits plus what training needs to know about them."""
 
-  splits: Mapping[str, Sequence[dict[str, Any]]]  # 'train', 'validation', 'test'
-  class_names: tuple[str, ...]
-  image_shape: tuple[int, int, int]  # (height, width, channels)
-  mean: tuple[float, ...]  # per channel, of the train split's pixels (0..255)
-  std: tuple[float, ...]
-  prepare_seconds: float  # time spent generating/preparing (0 when cached)
+    splits: Mapping[str, Sequence[dict[str, Any]]]  # 'train', 'validation', 'test'
+    class_names: tuple[str, ...]
+    image_shape: tuple[int, int, int]  # (height, width, channels)
+    mean: tuple[float, ...]  # per channel, of the train split's pixels (0..255)
+    std: tuple[float, ...]
+    prepare_seconds: float  # time spent generating/preparing (0 when cached)
 
 
 def _glyphs_builder(cfg: ml_collections.ConfigDict, data_dir: str):
-  config = glyphs.GlyphsConfig(
-      image_size=cfg.image_size, train_per_class=cfg.train_per_class,
-      validation_per_class=cfg.validation_per_class, test_per_class=cfg.test_per_class,
-      seed=cfg.seed)
-  if config.name in glyphs.Glyphs.builder_configs:  # TFDS wants registered ones by name.
-    config = config.name
-  return glyphs.Glyphs(data_dir=data_dir, file_format='array_record', config=config)
+    config = glyphs.GlyphsConfig(
+        image_size=cfg.image_size,
+        train_per_class=cfg.train_per_class,
+        validation_per_class=cfg.validation_per_class,
+        test_per_class=cfg.test_per_class,
+        seed=cfg.seed,
+    )
+    if config.name in glyphs.Glyphs.builder_configs:  # TFDS wants registered ones by name.
+        config = config.name
+    return glyphs.Glyphs(data_dir=data_dir, file_format='array_record', config=config)
 
 
 _BUILDERS = {'glyphs': _glyphs_builder}
 
 
 def builder(cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
-  """The TFDS builder described by ``config.dataset``."""
-  if cfg.name not in _BUILDERS:
-    raise ValueError(
-        f'Unknown dataset.name {cfg.name!r}; expected one of {sorted(_BUILDERS)}.')
-  data_dir = str(pathlib.Path(cfg.data_dir).expanduser())
-  return _BUILDERS[cfg.name](cfg, data_dir)
+    """The TFDS builder described by ``config.dataset``."""
+    if cfg.name not in _BUILDERS:
+        raise ValueError(f'Unknown dataset.name {cfg.name!r}; expected one of {sorted(_BUILDERS)}.')
+    data_dir = str(pathlib.Path(cfg.data_dir).expanduser())
+    return _BUILDERS[cfg.name](cfg, data_dir)
 
 
 def load(cfg: ml_collections.ConfigDict) -> Dataset:
-  """Prepares ``config.dataset`` if it is not on disk yet and opens its splits."""
-  b = builder(cfg)
-  start = time.perf_counter()
-  prepared = b.is_prepared()
-  if not prepared:
-    b.download_and_prepare()
-  prepare_seconds = 0.0 if prepared else time.perf_counter() - start
-  sources = b.as_data_source()
-  missing = [s for s in SPLITS if s not in sources]
-  if missing:
-    raise ValueError(f'Dataset {b.name!r} at {b.data_dir} has no split(s) {missing}.')
-  features = b.info.features
-  return Dataset(
-      splits={s: sources[s] for s in SPLITS},
-      class_names=tuple(features['label'].names),
-      image_shape=tuple(features['image'].shape),
-      mean=tuple(b.info.metadata['mean']),
-      std=tuple(b.info.metadata['std']),
-      prepare_seconds=prepare_seconds)
+    """Prepares ``config.dataset`` if it is not on disk yet and opens its splits."""
+    b = builder(cfg)
+    start = time.perf_counter()
+    prepared = b.is_prepared()
+    if not prepared:
+        b.download_and_prepare()
+    prepare_seconds = 0.0 if prepared else time.perf_counter() - start
+    sources = b.as_data_source()
+    missing = [s for s in SPLITS if s not in sources]
+    if missing:
+        raise ValueError(f'Dataset {b.name!r} at {b.data_dir} has no split(s) {missing}.')
+    features = b.info.features
+    return Dataset(
+        splits={s: sources[s] for s in SPLITS},
+        class_names=tuple(features['label'].names),
+        image_shape=tuple(features['image'].shape),
+        mean=tuple(b.info.metadata['mean']),
+        std=tuple(b.info.metadata['std']),
+        prepare_seconds=prepare_seconds,
+    )

@@ -48,32 +48,97 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-CLASS_NAMES: tuple[str, ...] = tuple('0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ') + tuple('abdefghijkmnqrty')
+CLASS_NAMES: tuple[str, ...] = tuple('0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ') + tuple(
+    'abdefghijkmnqrty'
+)
 
 _SPLIT_IDS = {'train': 0, 'validation': 1, 'test': 2}
 
 # (family, category, Python package, PyPI requirement, file names), in font_paths() order.
 _FAMILIES: tuple[tuple[str, str, str, str, tuple[str, ...]], ...] = (
-    ('DejaVu Sans', 'sans', 'matplotlib', 'matplotlib',
-     ('DejaVuSans.ttf', 'DejaVuSans-Bold.ttf', 'DejaVuSans-Oblique.ttf', 'DejaVuSans-BoldOblique.ttf')),
-    ('DejaVu Serif', 'serif', 'matplotlib', 'matplotlib',
-     ('DejaVuSerif.ttf', 'DejaVuSerif-Bold.ttf', 'DejaVuSerif-Italic.ttf', 'DejaVuSerif-BoldItalic.ttf')),
-    ('DejaVu Sans Mono', 'mono', 'matplotlib', 'matplotlib',
-     ('DejaVuSansMono.ttf', 'DejaVuSansMono-Bold.ttf', 'DejaVuSansMono-Oblique.ttf',
-      'DejaVuSansMono-BoldOblique.ttf')),
-    ('Crimson Text', 'serif', 'fontpkg_crimson_text', 'fontpkg-crimson-text',
-     ('CrimsonText-Regular.ttf', 'CrimsonText-Bold.ttf', 'CrimsonText-Italic.ttf',
-      'CrimsonText-BoldItalic.ttf')),
-    ('IBM Plex Mono', 'mono', 'fontpkg_ibm_plex_mono', 'fontpkg-ibm-plex-mono',
-     ('IBMPlexMono-Regular.ttf', 'IBMPlexMono-Bold.ttf', 'IBMPlexMono-Italic.ttf',
-      'IBMPlexMono-BoldItalic.ttf')),
+    (
+        'DejaVu Sans',
+        'sans',
+        'matplotlib',
+        'matplotlib',
+        (
+            'DejaVuSans.ttf',
+            'DejaVuSans-Bold.ttf',
+            'DejaVuSans-Oblique.ttf',
+            'DejaVuSans-BoldOblique.ttf',
+        ),
+    ),
+    (
+        'DejaVu Serif',
+        'serif',
+        'matplotlib',
+        'matplotlib',
+        (
+            'DejaVuSerif.ttf',
+            'DejaVuSerif-Bold.ttf',
+            'DejaVuSerif-Italic.ttf',
+            'DejaVuSerif-BoldItalic.ttf',
+        ),
+    ),
+    (
+        'DejaVu Sans Mono',
+        'mono',
+        'matplotlib',
+        'matplotlib',
+        (
+            'DejaVuSansMono.ttf',
+            'DejaVuSansMono-Bold.ttf',
+            'DejaVuSansMono-Oblique.ttf',
+            'DejaVuSansMono-BoldOblique.ttf',
+        ),
+    ),
+    (
+        'Crimson Text',
+        'serif',
+        'fontpkg_crimson_text',
+        'fontpkg-crimson-text',
+        (
+            'CrimsonText-Regular.ttf',
+            'CrimsonText-Bold.ttf',
+            'CrimsonText-Italic.ttf',
+            'CrimsonText-BoldItalic.ttf',
+        ),
+    ),
+    (
+        'IBM Plex Mono',
+        'mono',
+        'fontpkg_ibm_plex_mono',
+        'fontpkg-ibm-plex-mono',
+        (
+            'IBMPlexMono-Regular.ttf',
+            'IBMPlexMono-Bold.ttf',
+            'IBMPlexMono-Italic.ttf',
+            'IBMPlexMono-BoldItalic.ttf',
+        ),
+    ),
     ('Delius', 'sans', 'fontpkg_delius', 'fontpkg-delius', ('Delius-Regular.ttf',)),
-    ('Kalam', 'hand', 'fontpkg_kalam', 'fontpkg-kalam',
-     ('Kalam-Regular.ttf', 'Kalam-Bold.ttf', 'Kalam-Light.ttf')),
-    ('Indie Flower', 'hand', 'fontpkg_indie_flower', 'fontpkg-indie-flower', ('IndieFlower-Regular.ttf',)),
+    (
+        'Kalam',
+        'hand',
+        'fontpkg_kalam',
+        'fontpkg-kalam',
+        ('Kalam-Regular.ttf', 'Kalam-Bold.ttf', 'Kalam-Light.ttf'),
+    ),
+    (
+        'Indie Flower',
+        'hand',
+        'fontpkg_indie_flower',
+        'fontpkg-indie-flower',
+        ('IndieFlower-Regular.ttf',),
+    ),
     ('Caveat', 'hand', 'fontpkg_caveat', 'fontpkg-caveat', ('Caveat[wght].ttf',)),
-    ('Shadows Into Light', 'hand', 'fontpkg_shadows_into_light', 'fontpkg-shadows-into-light',
-     ('ShadowsIntoLight.ttf',)),
+    (
+        'Shadows Into Light',
+        'hand',
+        'fontpkg_shadows_into_light',
+        'fontpkg-shadows-into-light',
+        ('ShadowsIntoLight.ttf',),
+    ),
     ('Intuitive', 'hand', 'font_intuitive', 'font-intuitive', ('Intuitive.ttf',)),
 )
 
@@ -121,7 +186,9 @@ def _font_files() -> tuple[pathlib.Path, ...]:
         for name in files:
             path = directory / name
             if not path.is_file():
-                raise FileNotFoundError(f'glyph fonts: {family} face {path} missing; reinstall {requirement!r}')
+                raise FileNotFoundError(
+                    f'glyph fonts: {family} face {path} missing; reinstall {requirement!r}'
+                )
             paths.append(path)
     return tuple(paths)
 
@@ -158,7 +225,9 @@ def _glyph(face: int, char: str) -> _Glyph:
     sdf = np.where(inside, 0.5 - depth, ndimage.distance_transform_edt(~inside) - 0.5)
     height, width = ink.shape
     parts, _ = ndimage.label(inside)
-    part_depths = [depth[box][parts[box] == k].max() for k, box in enumerate(ndimage.find_objects(parts), 1)]
+    part_depths = [
+        depth[box][parts[box] == k].max() for k, box in enumerate(ndimage.find_objects(parts), 1)
+    ]
     return _Glyph(
         sdf=sdf.astype(np.float32),
         center=(_REF_MARGIN + (height - 1) / 2, _REF_MARGIN + (width - 1) / 2),
@@ -207,7 +276,9 @@ def render_glyph(label: int, rng: np.random.Generator, image_size: int = 90) -> 
     margin = 0.07 * n  # room for elastic displacement and stroke thickening
     box = max(glyph.height, glyph.width)
     ref_per_px = box / (n * rng.uniform(0.58, 0.8))  # reference px per output px
-    corners = np.array([[-1, -1, 1, 1], [-1, 1, -1, 1]]) * np.array([[glyph.width], [glyph.height]]) / 2
+    corners = (
+        np.array([[-1, -1, 1, 1], [-1, 1, -1, 1]]) * np.array([[glyph.width], [glyph.height]]) / 2
+    )
     extent = np.ptp(forward @ corners, axis=1) / ref_per_px  # (x, y) extent in output px
     ref_per_px *= max(1.0, extent.max() / (n - 2 * margin))
     extent = extent * min(1.0, (n - 2 * margin) / extent.max())
@@ -229,10 +300,16 @@ def render_glyph(label: int, rng: np.random.Generator, image_size: int = 90) -> 
     # Thinning never takes more than 45% of the font's stroke or of its thinnest part, and that part
     # (e.g. the dot of an i) keeps a radius of at least 1.3 output px.
     font_half = glyph.half_stroke / ref_per_px
-    half = np.clip(font_half * np.exp(rng.uniform(np.log(0.55), np.log(2.2))), max(1.0, 0.012 * n), 0.045 * n)
-    thinnest = max(-0.45 * min(glyph.half_stroke, glyph.min_part), 1.3 * ref_per_px - glyph.min_part)
+    half = np.clip(
+        font_half * np.exp(rng.uniform(np.log(0.55), np.log(2.2))), max(1.0, 0.012 * n), 0.045 * n
+    )
+    thinnest = max(
+        -0.45 * min(glyph.half_stroke, glyph.min_part), 1.3 * ref_per_px - glyph.min_part
+    )
     thinnest /= ref_per_px
-    offset = np.maximum((half - font_half) + rng.uniform(0, 0.25) * half * _field(rng, n, 4), thinnest)
+    offset = np.maximum(
+        (half - font_half) + rng.uniform(0, 0.25) * half * _field(rng, n, 4), thinnest
+    )
     edge = rng.uniform(0.7, 1.5)
     coverage = np.clip(0.5 - (distance - offset) / edge, 0.0, 1.0)
     coverage *= 1.0 - rng.uniform(0, 0.3) * np.clip(0.6 + 0.5 * _field(rng, n, 14), 0.0, 1.0)
@@ -240,7 +317,9 @@ def render_glyph(label: int, rng: np.random.Generator, image_size: int = 90) -> 
     # Paper, lighting, ink, blur and sensor noise.
     paper = rng.uniform(175, 250)
     ink = rng.uniform(0, paper - 110)
-    background = paper + rng.uniform(0, 12) * _field(rng, n, 3) + rng.uniform(0, 6) * _field(rng, n, 20)
+    background = (
+        paper + rng.uniform(0, 12) * _field(rng, n, 3) + rng.uniform(0, 6) * _field(rng, n, 20)
+    )
     image = background - (background - ink) * coverage
     sigma = rng.uniform(0, 1.1)
     if sigma > 0.3:
@@ -249,7 +328,9 @@ def render_glyph(label: int, rng: np.random.Generator, image_size: int = 90) -> 
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
-def render_sample(seed: int, split: str, index: int, image_size: int = 90) -> tuple[np.ndarray, int]:
+def render_sample(
+    seed: int, split: str, index: int, image_size: int = 90
+) -> tuple[np.ndarray, int]:
     """Deterministic sample `index` of a split: label index % 52, RNG seeded from (seed, split, index)."""
     if split not in _SPLIT_IDS:
         raise ValueError(f'unknown split {split!r}; expected one of {sorted(_SPLIT_IDS)}')

@@ -20,74 +20,91 @@ from flaxcnn.data import glyph_render
 
 _DESCRIPTION = (
     'Synthetic scanned-looking hand-made characters: digits, capitals and 16 lower-case '
-    'letters whose shapes differ from their capitals, rendered from PyPI font packages.')
+    'letters whose shapes differ from their capitals, rendered from PyPI font packages.'
+)
 
 
 class GlyphsConfig(tfds.core.BuilderConfig):
-  """Image size, split sizes (per class) and seed; the name encodes all four."""
+    """Image size, split sizes (per class) and seed; the name encodes all four."""
 
-  def __init__(self, *, image_size: int = 90, train_per_class: int = 600,
-               validation_per_class: int = 150, test_per_class: int = 150,
-               seed: int = 0):
-    super().__init__(
-        name=(f'{image_size}px_{train_per_class}-{validation_per_class}-'
-              f'{test_per_class}_seed{seed}'),
-        description=f'{image_size}x{image_size} images, per class: '
-                    f'{train_per_class} train, {validation_per_class} validation, '
-                    f'{test_per_class} test.')
-    self.image_size = image_size
-    self.per_class = {'train': train_per_class, 'validation': validation_per_class,
-                      'test': test_per_class}
-    self.seed = seed
+    def __init__(
+        self,
+        *,
+        image_size: int = 90,
+        train_per_class: int = 600,
+        validation_per_class: int = 150,
+        test_per_class: int = 150,
+        seed: int = 0,
+    ):
+        super().__init__(
+            name=(
+                f'{image_size}px_{train_per_class}-{validation_per_class}-'
+                f'{test_per_class}_seed{seed}'
+            ),
+            description=f'{image_size}x{image_size} images, per class: '
+            f'{train_per_class} train, {validation_per_class} validation, '
+            f'{test_per_class} test.',
+        )
+        self.image_size = image_size
+        self.per_class = {
+            'train': train_per_class,
+            'validation': validation_per_class,
+            'test': test_per_class,
+        }
+        self.seed = seed
 
 
 def _render(index: int, *, seed: int, split: str, image_size: int):
-  return glyph_render.render_sample(seed, split, index, image_size)
+    return glyph_render.render_sample(seed, split, index, image_size)
 
 
 class Glyphs(tfds.core.GeneratorBasedBuilder):
-  """The 52-class glyph dataset."""
+    """The 52-class glyph dataset."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First release.'}
-  BUILDER_CONFIGS = [GlyphsConfig()]
+    VERSION = tfds.core.Version('1.0.0')
+    RELEASE_NOTES = {'1.0.0': 'First release.'}
+    BUILDER_CONFIGS = [GlyphsConfig()]
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    size = self.builder_config.image_size
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=_DESCRIPTION,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(shape=(size, size, 1), dtype=np.uint8),
-            'label': tfds.features.ClassLabel(names=glyph_render.CLASS_NAMES),
-        }),
-        supervised_keys=('image', 'label'),
-        metadata=tfds.core.MetadataDict(),
-    )
+    def _info(self) -> tfds.core.DatasetInfo:
+        size = self.builder_config.image_size
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=_DESCRIPTION,
+            features=tfds.features.FeaturesDict(
+                {
+                    'image': tfds.features.Tensor(shape=(size, size, 1), dtype=np.uint8),
+                    'label': tfds.features.ClassLabel(names=glyph_render.CLASS_NAMES),
+                }
+            ),
+            supervised_keys=('image', 'label'),
+            metadata=tfds.core.MetadataDict(),
+        )
 
-  def _split_generators(self, dl_manager):
-    del dl_manager  # Nothing to download.
-    return {split: self._generate_examples(split, n * len(glyph_render.CLASS_NAMES))
-            for split, n in self.builder_config.per_class.items()}
+    def _split_generators(self, dl_manager):
+        del dl_manager  # Nothing to download.
+        return {
+            split: self._generate_examples(split, n * len(glyph_render.CLASS_NAMES))
+            for split, n in self.builder_config.per_class.items()
+        }
 
-  def _generate_examples(self, split: str, num_examples: int):
-    cfg = self.builder_config
-    render = functools.partial(_render, seed=cfg.seed, split=split,
-                               image_size=cfg.image_size)
-    total = np.zeros((), np.float64)
-    total_sq = np.zeros((), np.float64)
-    # 'spawn': the parent may already run JAX's threads, which fork would copy.
-    ctx = multiprocessing.get_context('spawn')
-    with ctx.Pool(os.cpu_count() or 1) as pool:
-      for index, (image, label) in enumerate(
-          pool.imap(render, range(num_examples), chunksize=64)):
+    def _generate_examples(self, split: str, num_examples: int):
+        cfg = self.builder_config
+        render = functools.partial(_render, seed=cfg.seed, split=split, image_size=cfg.image_size)
+        total = np.zeros((), np.float64)
+        total_sq = np.zeros((), np.float64)
+        # 'spawn': the parent may already run JAX's threads, which fork would copy.
+        ctx = multiprocessing.get_context('spawn')
+        with ctx.Pool(os.cpu_count() or 1) as pool:
+            for index, (image, label) in enumerate(
+                pool.imap(render, range(num_examples), chunksize=64)
+            ):
+                if split == 'train':
+                    pixels = image.astype(np.float64)
+                    total += pixels.sum()
+                    total_sq += np.square(pixels).sum()
+                yield index, {'image': image[..., None], 'label': label}
         if split == 'train':
-          pixels = image.astype(np.float64)
-          total += pixels.sum()
-          total_sq += np.square(pixels).sum()
-        yield index, {'image': image[..., None], 'label': label}
-    if split == 'train':
-      count = num_examples * cfg.image_size * cfg.image_size
-      mean = total / count
-      self.info.metadata['mean'] = [float(mean)]
-      self.info.metadata['std'] = [float(np.sqrt(total_sq / count - mean * mean))]
+            count = num_examples * cfg.image_size * cfg.image_size
+            mean = total / count
+            self.info.metadata['mean'] = [float(mean)]
+            self.info.metadata['std'] = [float(np.sqrt(total_sq / count - mean * mean))]

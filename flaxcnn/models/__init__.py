@@ -49,8 +49,12 @@ def create_model(
     try:
         factory = _REGISTRY[name]
     except KeyError:
-        raise ValueError(f'unknown model {name!r}; registered models: {", ".join(model_names())}') from None
-    return factory(num_classes=num_classes, in_channels=in_channels, rngs=rngs, image_size=image_size, **kwargs)
+        raise ValueError(
+            f'unknown model {name!r}; registered models: {", ".join(model_names())}'
+        ) from None
+    return factory(
+        num_classes=num_classes, in_channels=in_channels, rngs=rngs, image_size=image_size, **kwargs
+    )
 
 
 def count_params(model: nnx.Module) -> int:

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flaxcnn import ops
+
 # torch.nn.init.kaiming_normal_(mode='fan_out', nonlinearity='relu'): N(0, 2 / (out * kh * kw)).
 kaiming_normal_fan_out = nnx.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
@@ -50,6 +52,7 @@ def conv(
         padding=((pad, pad), (pad, pad)),
         use_bias=use_bias,
         kernel_init=kaiming_normal_fan_out,
+        conv_general_dilated=ops.conv_general_dilated,
         rngs=rngs,
     )
 
@@ -73,15 +76,7 @@ def linear(in_features: int, out_features: int, *, rngs: nnx.Rngs) -> nnx.Linear
 
 def max_pool(x: jax.Array, window: int, stride: int, padding: int = 0) -> jax.Array:
     """2-D max-pool over NHWC with PyTorch semantics: pad with -inf, floor the output size."""
-    pads = ((0, 0), (padding, padding), (padding, padding), (0, 0))
-    return jax.lax.reduce_window(
-        x,
-        -jnp.inf,
-        jax.lax.max,
-        window_dimensions=(1, window, window, 1),
-        window_strides=(1, stride, stride, 1),
-        padding=pads,
-    )
+    return ops.max_pool(x, window, stride, padding)
 
 
 def global_avg_pool(x: jax.Array) -> jax.Array:
@@ -97,7 +92,9 @@ def flatten(x: jax.Array) -> jax.Array:
 class ConvBN(nnx.Module):
     """Conv (no bias) followed by BatchNorm, without activation."""
 
-    def __init__(self, in_features: int, out_features: int, kernel: int, stride: int = 1, *, rngs: nnx.Rngs):
+    def __init__(
+        self, in_features: int, out_features: int, kernel: int, stride: int = 1, *, rngs: nnx.Rngs
+    ):
         self.conv = conv(in_features, out_features, kernel, stride, rngs=rngs)
         self.bn = batch_norm(out_features, rngs=rngs)
 

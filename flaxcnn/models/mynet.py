@@ -44,7 +44,9 @@ class MyNet(nnx.Module):
         rngs: nnx.Rngs,
     ):
         if len(widths) < 2:
-            raise ValueError(f'widths needs a stem width and at least one stage width, got {widths!r}')
+            raise ValueError(
+                f'widths needs a stem width and at least one stage width, got {widths!r}'
+            )
         self.stem = layers.Stem(in_channels, widths[0], rngs=rngs)
         self.stages = nnx.List(
             [DownsampleStage(cin, cout, rngs=rngs) for cin, cout in zip(widths[:-1], widths[1:])]

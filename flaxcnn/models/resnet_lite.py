@@ -43,7 +43,9 @@ class ResNetLite(nnx.Module):
         rngs: nnx.Rngs,
     ):
         if len(widths) < 2:
-            raise ValueError(f'widths needs a stem width and at least one stage width, got {widths!r}')
+            raise ValueError(
+                f'widths needs a stem width and at least one stage width, got {widths!r}'
+            )
         self.stem = layers.Stem(in_channels, widths[0], rngs=rngs)
         blocks = []
         for cin, cout in zip(widths[:-1], widths[1:]):
@@ -82,7 +84,12 @@ def resnet_lite_11(
 ) -> nnx.Module:
     """ResNet-lite with one BasicBlock per stage (1,165,812 params at 52 cls/1 ch)."""
     return _resnet_lite(
-        1, num_classes=num_classes, in_channels=in_channels, rngs=rngs, image_size=image_size, widths=widths
+        1,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        rngs=rngs,
+        image_size=image_size,
+        widths=widths,
     )
 
 
@@ -97,5 +104,10 @@ def resnet_lite_22(
 ) -> nnx.Module:
     """ResNet-lite with two BasicBlocks per stage (2,641,908 params at 52 cls/1 ch)."""
     return _resnet_lite(
-        2, num_classes=num_classes, in_channels=in_channels, rngs=rngs, image_size=image_size, widths=widths
+        2,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        rngs=rngs,
+        image_size=image_size,
+        widths=widths,
     )

@@ -1,0 +1,78 @@
+"""Fast reformulations of convolution and max-pooling, with a switch back to plain XLA ops.
+
+The fast paths compute the same math as the plain ``lax`` formulation (tests compare outputs
+and gradients) and are the default; ``set_implementation('plain')`` selects XLA's own ops,
+e.g. on GPU. The choice is read when a model is traced.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from flaxcnn.ops import fast_conv
+from flaxcnn.ops import fast_max_pool
+
+IMPLEMENTATIONS = ('fast', 'plain')
+_implementation = 'fast'
+
+
+def set_implementation(name: str) -> None:
+    """Selects 'fast' (custom_vjp reformulations) or 'plain' (XLA's ops) for later traces."""
+    global _implementation
+    if name not in IMPLEMENTATIONS:
+        raise ValueError(f'Unknown ops implementation {name!r}; expected one of {IMPLEMENTATIONS}.')
+    _implementation = name
+
+
+def implementation() -> str:
+    """The implementation in use: 'fast' or 'plain'."""
+    return _implementation
+
+
+def max_pool(x: jax.Array, window: int, stride: int, padding: int = 0) -> jax.Array:
+    """2-D max-pool of NHWC ``x`` padded with -inf (PyTorch semantics)."""
+    if _implementation == 'fast':
+        return fast_max_pool.max_pool(x, window, stride, padding)
+    pads = ((0, 0), (padding, padding), (padding, padding), (0, 0))
+    return lax.reduce_window(
+        x, -jnp.inf, lax.max, (1, window, window, 1), (1, stride, stride, 1), pads
+    )
+
+
+def conv_general_dilated(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count=1,
+    **kwargs,
+):
+    """Drop-in for ``lax.conv_general_dilated`` (``nnx.Conv``'s hook); fast path for plain 2-D convs."""
+    plain = (
+        _implementation == 'plain'
+        or lhs.ndim != 4
+        or isinstance(padding, str)
+        or feature_group_count != 1
+        or kwargs.get('precision') is not None
+        or any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
+        or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+        != lax.conv_dimension_numbers(lhs.shape, rhs.shape, fast_conv.NHWC)
+    )
+    if plain:
+        return lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation=lhs_dilation,
+            rhs_dilation=rhs_dilation,
+            dimension_numbers=dimension_numbers,
+            feature_group_count=feature_group_count,
+            **kwargs,
+        )
+    return fast_conv.conv2d(lhs, rhs, window_strides, padding)

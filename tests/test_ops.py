@@ -1,0 +1,144 @@
+"""Fast conv / max-pool paths equal the plain lax formulation, values and gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from jax import lax
+
+from flaxcnn import models, ops
+from flaxcnn.ops import fast_conv
+from flaxcnn.ops import fast_max_pool
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture
+def plain_ops():
+    ops.set_implementation('plain')
+    yield
+    ops.set_implementation('fast')
+
+
+def _plain_max_pool(x, window, stride, padding):
+    pads = ((0, 0), (padding, padding), (padding, padding), (0, 0))
+    return lax.reduce_window(
+        x, -jnp.inf, lax.max, (1, window, window, 1), (1, stride, stride, 1), pads
+    )
+
+
+def _value_and_vjp(fn, x, seed=1):
+    y, vjp = jax.vjp(fn, x)
+    g = jax.random.normal(jax.random.key(seed), y.shape)
+    return y, vjp(g)
+
+
+@pytest.mark.parametrize(
+    'size,window,stride,padding',
+    [(45, 3, 2, 1), (23, 3, 2, 1), (8, 2, 2, 0), (7, 3, 1, 1), (9, 3, 2, 0), (10, 3, 3, 1)],
+)
+@pytest.mark.parametrize('ties', [False, True])
+def test_max_pool_matches_reduce_window(size, window, stride, padding, ties):
+    x = jax.random.normal(jax.random.key(0), (3, size, size + 1, 5))
+    if ties:  # few distinct values: many windows hold several equal maxima
+        x = jnp.round(x)
+    y_fast, (g_fast,) = _value_and_vjp(
+        lambda x: fast_max_pool.max_pool(x, window, stride, padding), x
+    )
+    y_plain, (g_plain,) = _value_and_vjp(lambda x: _plain_max_pool(x, window, stride, padding), x)
+    np.testing.assert_array_equal(y_fast, y_plain)
+    np.testing.assert_allclose(g_fast, g_plain, **TOL)
+    # Each output's gradient lands on one input: gradient mass is conserved.
+    g = jax.random.normal(jax.random.key(1), y_fast.shape)
+    np.testing.assert_allclose(g_fast.sum(), g.sum(), rtol=1e-4)
+
+
+def test_max_pool_border_padding_is_minus_infinity():
+    x = -jnp.ones((1, 4, 4, 1)) - jnp.arange(16.0).reshape(1, 4, 4, 1)
+    y = fast_max_pool.max_pool(x, 3, 2, 1)
+    assert float(y.max()) < 0  # padding never wins over negative inputs
+
+
+@pytest.mark.parametrize(
+    'size,kernel,stride,pad',
+    [
+        (90, 7, 2, 3),
+        (23, 3, 2, 1),
+        (12, 3, 1, 1),
+        (23, 1, 2, 0),
+        (9, 1, 1, 0),
+        (11, 5, 3, 2),
+        (10, 3, 2, 1),
+    ],
+)
+def test_conv_matches_lax_with_gradients(size, kernel, stride, pad):
+    kx, kw, kg = jax.random.split(jax.random.key(0), 3)
+    cin = 1 if kernel == 7 else 6
+    x = jax.random.normal(kx, (2, size, size - 1, cin))
+    w = jax.random.normal(kw, (kernel, kernel, cin, 4))
+    padding = ((pad, pad), (pad, pad))
+
+    def run(conv):
+        y, vjp = jax.vjp(lambda x, w: conv(x, w), x, w)
+        return (y, *vjp(jax.random.normal(kg, y.shape)))
+
+    fast = run(lambda x, w: fast_conv.conv2d(x, w, (stride, stride), padding))
+    plain = run(
+        lambda x, w: lax.conv_general_dilated(
+            x, w, (stride, stride), padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+        )
+    )
+    for a, b in zip(fast, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def _loss_and_grads(name, **kwargs):
+    model = models.create_model(
+        name, num_classes=52, in_channels=1, image_size=33, rngs=nnx.Rngs(0), **kwargs
+    )
+    graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+    x = jax.random.normal(jax.random.key(1), (4, 33, 33, 1))
+    labels = jnp.arange(4)
+
+    def loss_fn(params):
+        m = nnx.merge(graphdef, params, stats, copy=True)
+        logits = m(x, rngs=jax.random.key(2))
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    return jax.jit(jax.value_and_grad(loss_fn))(params)
+
+
+@pytest.mark.parametrize('name', ['mynet_v1', 'mynet_v2', 'resnet_lite_11'])
+def test_whole_model_loss_and_gradients_equal_plain(name, plain_ops):
+    kwargs = {'widths': (8, 16, 32)} if name == 'mynet_v2' else {}
+    plain = _loss_and_grads(name, **kwargs)
+    ops.set_implementation('fast')
+    fast = _loss_and_grads(name, **kwargs)
+    np.testing.assert_allclose(fast[0], plain[0], rtol=1e-5)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5), fast[1], plain[1]
+    )
+
+
+def test_switch_selects_the_implementation(plain_ops):
+    x = jnp.ones((1, 9, 9, 2))
+    w = jnp.ones((3, 3, 2, 2))
+    grad = lambda: jax.make_jaxpr(
+        jax.grad(
+            lambda x: ops.max_pool(
+                ops.conv_general_dilated(
+                    x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+                ),
+                3,
+                2,
+                1,
+            ).sum()
+        )
+    )(x)
+    assert 'select_and_scatter' in str(grad())
+    ops.set_implementation('fast')
+    assert 'select_and_scatter' not in str(grad())
+    with pytest.raises(ValueError, match='ops implementation'):
+        ops.set_implementation('cuda')
