@@ -168,17 +168,63 @@ class Trainer:
             'config': json.loads(self.config.to_json_best_effort()),
         }
 
-    def _train_seconds(self, session_start: float, seconds_before: float) -> float:
-        return seconds_before + time.perf_counter() - session_start
+    def _clock(self) -> float:
+        """Training seconds of the whole run so far (earlier sessions included)."""
+        return self._seconds_before + time.perf_counter() - self._session_start
+
+    def _out_of_time(self) -> bool:
+        """Whether the time budget is spent; remembers the clock when it first is."""
+        budget = self.config.time_budget_s
+        if self._stopped_at is None and budget and self._clock() >= budget:
+            self._stopped_at = self._clock()
+        return self._stopped_at is not None
+
+    def _train_epoch(self, batches, step: int) -> tuple[int, Any]:
+        """Runs steps until the epoch ends or time runs out; returns the step and metric sums."""
+        config, spe = self.config, self.steps_per_epoch
+        epoch = step // spe
+        sums = None
+        in_flight: collections.deque = collections.deque()
+        bar = tqdm(
+            total=spe,
+            initial=step - epoch * spe,
+            mininterval=1.0,
+            desc=f'epoch {epoch + 1}/{config.num_epochs}',
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+        while step < (epoch + 1) * spe and not self._out_of_time():
+            clock = self._clock() if self.schedule.clock == 'seconds' else step
+            batch = self._to_device(next(batches))
+            self.state, metrics = self.train_step(self.state, batch, np.float32(clock))
+            sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+            in_flight.append(metrics['loss'])
+            if len(in_flight) > _MAX_STEPS_IN_FLIGHT:
+                in_flight.popleft().block_until_ready()
+            step += 1
+            bar.update()
+            if step % config.log_every_steps == 0:
+                s = jax.device_get(sums)
+                bar.set_postfix(
+                    loss=f'{s["loss"] / s["count"]:.4f}',
+                    acc=f'{s["correct"] / s["count"]:.4f}',
+                    refresh=False,
+                )
+            every = config.checkpoint.every_steps
+            if every and step % every == 0 and step % spe:
+                self.progress.update(step=step, train_seconds=self._clock())
+                self.checkpoints.save(step, self.state, self._meta())
+        bar.close()
+        jax.block_until_ready(self.state)
+        return step, sums
 
     def run(self) -> dict[str, Any]:
         """Trains until ``num_epochs`` or ``time_budget_s``, then tests the best checkpoint."""
         config, spe = self.config, self.steps_per_epoch
-        budget = config.time_budget_s
         step = self.progress['step']
-        session_start = time.perf_counter()
-        seconds_before = self.progress['train_seconds']
-        stopped_by = 'epochs'
+        self._session_start = time.perf_counter()
+        self._seconds_before = self.progress['train_seconds']
+        self._stopped_at = None
         step_seconds, images = 0.0, 0
         batches = pipeline.train_batches(
             pipeline.train_dataset(
@@ -193,94 +239,50 @@ class Trainer:
             num_workers=config.input.num_workers,
             prefetch_batches=config.input.prefetch_batches,
         )
-        in_flight: collections.deque = collections.deque()
-        while step < self.total_steps:
-            if budget and self._train_seconds(session_start, seconds_before) >= budget:
-                stopped_by = 'time_budget'
-                break
-            epoch = step // spe
-            epoch_end = (epoch + 1) * spe
-            sums = None
-            epoch_start = time.perf_counter()
-            epoch_first_step = step
-            bar = tqdm(
-                total=spe,
-                initial=step - epoch * spe,
-                mininterval=1.0,
-                desc=f'epoch {epoch + 1}/{config.num_epochs}',
-                file=sys.stderr,
-                dynamic_ncols=True,
-            )
-            while step < epoch_end:
-                elapsed = self._train_seconds(session_start, seconds_before)
-                if budget and elapsed >= budget:
-                    stopped_by = 'time_budget'
-                    break
-                clock = elapsed if self.schedule.clock == 'seconds' else step
-                batch = self._to_device(next(batches))
-                self.state, metrics = self.train_step(self.state, batch, np.float32(clock))
-                sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
-                in_flight.append(metrics['loss'])
-                if len(in_flight) > _MAX_STEPS_IN_FLIGHT:
-                    in_flight.popleft().block_until_ready()
-                step += 1
-                bar.update()
-                if step % config.log_every_steps == 0:
-                    s = jax.device_get(sums)
-                    bar.set_postfix(
-                        loss=f'{s["loss"] / s["count"]:.4f}',
-                        acc=f'{s["correct"] / s["count"]:.4f}',
-                        refresh=False,
-                    )
-                if (
-                    config.checkpoint.every_steps
-                    and step % config.checkpoint.every_steps == 0
-                    and step < epoch_end
-                ):
-                    self.progress.update(
-                        step=step, train_seconds=self._train_seconds(session_start, seconds_before)
-                    )
-                    self.checkpoints.save(step, self.state, self._meta())
-            bar.close()
+        while step < self.total_steps and not self._out_of_time():
+            epoch_start, first_step = time.perf_counter(), step
+            step, sums = self._train_epoch(batches, step)
             if sums is None:
                 break
-            jax.block_until_ready(self.state)
-            trained_seconds = self._train_seconds(session_start, seconds_before)
+            trained_seconds = self._clock()
             train_time = time.perf_counter() - epoch_start
             s = jax.device_get(sums)
             step_seconds += train_time
             images += int(s['count'])
             valid = self.evaluate('validation')
-            best = max(self.progress['best_valid_accuracy'], valid['accuracy'])
-            if stopped_by == 'epochs':  # validation after the budget ran out is not training time
-                trained_seconds = self._train_seconds(session_start, seconds_before)
-            self.progress.update(step=step, best_valid_accuracy=best, train_seconds=trained_seconds)
+            if not self._out_of_time():  # validation after the budget ran out is not training
+                trained_seconds = self._clock()
+            else:
+                trained_seconds = min(trained_seconds, self._stopped_at)
+            self.progress.update(
+                step=step,
+                best_valid_accuracy=max(self.progress['best_valid_accuracy'], valid['accuracy']),
+                train_seconds=trained_seconds,
+            )
+            train_loss, train_acc = s['loss'] / s['count'], s['correct'] / s['count']
+            lr_clock = trained_seconds if self.schedule.clock == 'seconds' else step
             self.writer.write(
                 step,
                 {
                     'epoch': step / spe,
-                    'train_loss': float(s['loss'] / s['count']),
-                    'train_accuracy': float(s['correct'] / s['count']),
+                    'train_loss': float(train_loss),
+                    'train_accuracy': float(train_acc),
                     'valid_loss': valid['loss'],
                     'valid_accuracy': valid['accuracy'],
-                    'learning_rate': float(
-                        self.schedule.fn(
-                            self.progress['train_seconds']
-                            if self.schedule.clock == 'seconds'
-                            else step
-                        )
-                    ),
-                    'images_per_second': (step - epoch_first_step) * config.batch_size / train_time,
-                    'elapsed_seconds': self.progress['train_seconds'],
+                    'learning_rate': float(self.schedule.fn(lr_clock)),
+                    'images_per_second': (step - first_step) * config.batch_size / train_time,
+                    'elapsed_seconds': trained_seconds,
                 },
             )
             self.checkpoints.save(step, self.state, self._meta(), valid_accuracy=valid['accuracy'])
             tqdm.write(
-                f'epoch {step / spe:.2f}: train loss {s["loss"] / s["count"]:.4f} '
-                f'acc {s["correct"] / s["count"]:.4f} | valid loss {valid["loss"]:.4f} '
-                f'acc {valid["accuracy"]:.4f}',
+                f'epoch {step / spe:.2f}: train loss {train_loss:.4f} acc {train_acc:.4f} | '
+                f'valid loss {valid["loss"]:.4f} acc {valid["accuracy"]:.4f}',
                 file=sys.stderr,
             )
+        stopped_by = 'epochs' if step >= self.total_steps else 'time_budget'
+        if stopped_by == 'time_budget':
+            self.progress['train_seconds'] = self._stopped_at
         batches.close()
         self.checkpoints.wait()
         return self._finish(stopped_by, images / step_seconds if step_seconds else 0.0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -30,3 +32,30 @@ def smoke_config(data_dir):
     config = load_config('glyph_smoke')
     config.dataset.data_dir = str(data_dir)
     return config
+
+
+def smoke_command(workdir, data_dir, *overrides) -> list[str]:
+    """The training command line for the smoke config in ``workdir``."""
+    return [
+        sys.executable,
+        '-m',
+        'flaxcnn.train',
+        '--config=configs/glyph_smoke.py',
+        f'--workdir={workdir}',
+        f'--config.dataset.data_dir={data_dir}',
+        *overrides,
+    ]
+
+
+def run_smoke(workdir, data_dir, *overrides, check: bool = True) -> subprocess.CompletedProcess:
+    """Runs ``smoke_command`` to completion; with ``check``, asserts it succeeded."""
+    out = subprocess.run(
+        smoke_command(workdir, data_dir, *overrides),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check:
+        assert out.returncode == 0, out.stderr[-3000:]
+    return out

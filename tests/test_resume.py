@@ -4,7 +4,6 @@ import json
 import pathlib
 import signal
 import subprocess
-import sys
 import time
 
 import jax
@@ -14,27 +13,7 @@ from flax import nnx
 
 from flaxcnn import checkpoint, models, optim, steps
 
-from conftest import REPO
-
-
-def _cmd(workdir, data_dir, *overrides):
-    return [
-        sys.executable,
-        '-m',
-        'flaxcnn.train',
-        '--config=configs/glyph_smoke.py',
-        f'--workdir={workdir}',
-        f'--config.dataset.data_dir={data_dir}',
-        *overrides,
-    ]
-
-
-def _run(workdir, data_dir, *overrides):
-    out = subprocess.run(
-        _cmd(workdir, data_dir, *overrides), cwd=REPO, capture_output=True, text=True, timeout=300
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out
+from conftest import REPO, run_smoke, smoke_command
 
 
 def _final_state(workdir: pathlib.Path):
@@ -83,11 +62,11 @@ def test_latest_n_plus_best_are_kept(smoke_config, tmp_path):
 def test_killed_mid_epoch_resumes_to_identical_parameters(tmp_path, data_dir):
     epochs = ['--config.num_epochs=8']  # 6 steps an epoch, a checkpoint every 3 steps
     reference = tmp_path / 'reference'
-    _run(reference, data_dir, *epochs)
+    run_smoke(reference, data_dir, *epochs)
 
     killed = tmp_path / 'killed'
     proc = subprocess.Popen(
-        _cmd(killed, data_dir, *epochs),
+        smoke_command(killed, data_dir, *epochs),
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -103,7 +82,7 @@ def test_killed_mid_epoch_resumes_to_identical_parameters(tmp_path, data_dir):
     assert proc.returncode == -signal.SIGKILL, 'the run finished before it could be killed'
     assert not (killed / 'summary.json').exists()
 
-    out = _run(killed, data_dir, *epochs)
+    out = run_smoke(killed, data_dir, *epochs)
     ref_step, ref_state = _final_state(reference)
     step, state = _final_state(killed)
     assert step == ref_step == 48
@@ -117,8 +96,8 @@ def test_killed_mid_epoch_resumes_to_identical_parameters(tmp_path, data_dir):
 
 
 def test_resume_with_a_lower_learning_rate_and_more_epochs(tmp_path, data_dir):
-    _run(tmp_path, data_dir, '--config.num_epochs=1')
-    _run(tmp_path, data_dir, '--config.num_epochs=2', '--config.optimizer.lr=0.0001')
+    run_smoke(tmp_path, data_dir, '--config.num_epochs=1')
+    run_smoke(tmp_path, data_dir, '--config.num_epochs=2', '--config.optimizer.lr=0.0001')
     records = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
     assert [r['step'] for r in records] == [6, 12]
     assert records[0]['learning_rate'] == np.float32(0.002)
@@ -127,13 +106,7 @@ def test_resume_with_a_lower_learning_rate_and_more_epochs(tmp_path, data_dir):
 
 
 def test_workdir_of_another_model_is_refused(tmp_path, data_dir):
-    _run(tmp_path, data_dir, '--config.num_epochs=1')
-    out = subprocess.run(
-        _cmd(tmp_path, data_dir, '--config.model=mynet_v1'),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run_smoke(tmp_path, data_dir, '--config.num_epochs=1')
+    out = run_smoke(tmp_path, data_dir, '--config.model=mynet_v1', check=False)
     assert out.returncode != 0
     assert "holds a run with model='mynet_v2'" in out.stderr

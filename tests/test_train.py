@@ -1,8 +1,6 @@
 """Train steps, the training loop and the command line, on the smoke config."""
 
 import json
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -12,7 +10,7 @@ from flax import nnx
 
 from flaxcnn import models, optim, steps, trainer
 
-from conftest import REPO
+from conftest import run_smoke
 
 SUMMARY_KEYS = {
     'best_valid_accuracy',
@@ -83,22 +81,8 @@ def test_time_budget_stops_training(smoke_config, tmp_path):
     assert records[-1]['learning_rate'] < records[0]['learning_rate']
 
 
-def _cli(workdir, *overrides, data_dir):
-    cmd = [
-        sys.executable,
-        '-m',
-        'flaxcnn.train',
-        '--config=configs/glyph_smoke.py',
-        f'--workdir={workdir}',
-        f'--config.dataset.data_dir={data_dir}',
-        *overrides,
-    ]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-
-
 def test_cli_smoke_run_writes_metrics_checkpoints_and_summary(tmp_path, data_dir):
-    out = _cli(tmp_path, '--config.optimizer.lr=0.01', '--config.num_epochs=3', data_dir=data_dir)
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = run_smoke(tmp_path, data_dir, '--config.optimizer.lr=0.01', '--config.num_epochs=3')
     summary = json.loads((tmp_path / 'summary.json').read_text())
     assert SUMMARY_KEYS <= summary.keys()
     assert summary['epochs_completed'] == 3 and summary['num_devices'] == 1
@@ -119,6 +103,6 @@ def test_cli_smoke_run_writes_metrics_checkpoints_and_summary(tmp_path, data_dir
 
 
 def test_cli_rejects_unknown_config_fields(tmp_path, data_dir):
-    out = _cli(tmp_path, '--config.optimizer.lrr=0.01', data_dir=data_dir)
+    out = run_smoke(tmp_path, data_dir, '--config.optimizer.lrr=0.01', check=False)
     assert out.returncode != 0
     assert 'lrr' in out.stderr

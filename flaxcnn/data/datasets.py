@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 import ml_collections
 import tensorflow_datasets as tfds
 
-from flaxcnn.data import glyphs
+from flaxcnn.data import folders, glyphs
 
 SPLITS = ('train', 'validation', 'test')
 
@@ -27,6 +27,12 @@ class Dataset:
     prepare_seconds: float  # time spent generating/preparing (0 when cached)
 
 
+def _make(builder_cls, config: tfds.core.BuilderConfig, data_dir: str):
+    if config.name in builder_cls.builder_configs:  # TFDS wants registered ones by name.
+        config = config.name
+    return builder_cls(data_dir=data_dir, file_format='array_record', config=config)
+
+
 def _glyphs_builder(cfg: ml_collections.ConfigDict, data_dir: str):
     config = glyphs.GlyphsConfig(
         image_size=cfg.image_size,
@@ -35,12 +41,22 @@ def _glyphs_builder(cfg: ml_collections.ConfigDict, data_dir: str):
         test_per_class=cfg.test_per_class,
         seed=cfg.seed,
     )
-    if config.name in glyphs.Glyphs.builder_configs:  # TFDS wants registered ones by name.
-        config = config.name
-    return glyphs.Glyphs(data_dir=data_dir, file_format='array_record', config=config)
+    return _make(glyphs.Glyphs, config, data_dir)
 
 
-_BUILDERS = {'glyphs': _glyphs_builder}
+def _folder_builder(builder_cls):
+    def make(cfg: ml_collections.ConfigDict, data_dir: str):
+        config = folders.FolderConfig(**{k: cfg[k] for k in folders.CONFIG_FIELDS if k in cfg})
+        return _make(builder_cls, config, data_dir)
+
+    return make
+
+
+_BUILDERS = {
+    'glyphs': _glyphs_builder,
+    'fruits360': _folder_builder(folders.Fruits360),
+    'chest_xray': _folder_builder(folders.ChestXray),
+}
 
 
 def builder(cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:

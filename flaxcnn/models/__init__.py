@@ -65,4 +65,4 @@ def count_params(model: nnx.Module) -> int:
 __all__ = ['count_params', 'create_model', 'model_names', 'register']
 
 # Importing the family modules registers their models.
-from flaxcnn.models import mynet, resnet_lite  # noqa: E402,F401
+from flaxcnn.models import basic_cnn, mynet, proxylessnas, resnet, resnet_lite  # noqa: E402,F401

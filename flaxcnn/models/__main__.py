@@ -1,12 +1,14 @@
 """Print every registered model's trainable parameter count and output shape (abstract evaluation only).
 
-Usage: ``python -m flaxcnn.models --num-classes 52 --in-channels 1 --image-size 90``
+Usage: ``python -m flaxcnn.models --num-classes 52 --in-channels 1 --image-size 90 [--macs]``
 """
 
 import argparse
+import math
 from collections.abc import Sequence
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 from flax import nnx
 
@@ -32,6 +34,41 @@ def summarize(
     return count_params(model), tuple(out.shape)
 
 
+def _jaxpr_macs(jaxpr: jax.extend.core.Jaxpr) -> int:
+    """Multiply-adds of the convs and matmuls in ``jaxpr`` and its sub-jaxprs (no loops)."""
+    macs = 0
+    for eqn in jaxpr.eqns:
+        out = eqn.outvars[0].aval.shape
+        if eqn.primitive.name == 'conv_general_dilated':
+            rhs = eqn.invars[1].aval.shape
+            out_features = rhs[eqn.params['dimension_numbers'].rhs_spec[0]]
+            macs += math.prod(out) * math.prod(rhs) // out_features
+        elif eqn.primitive.name == 'dot_general':
+            (contracting, _), _ = eqn.params['dimension_numbers']
+            lhs = eqn.invars[0].aval.shape
+            macs += math.prod(out) * math.prod(lhs[axis] for axis in contracting)
+        macs += sum(map(_jaxpr_macs, jax.extend.core.jaxprs_in_params(eqn.params)))
+    return macs
+
+
+def count_macs(name: str, *, num_classes: int, in_channels: int, image_size: int) -> int:
+    """Multiply-adds of model ``name`` (eval mode) on one image: every conv and matmul, traced."""
+    model = nnx.eval_shape(
+        lambda: create_model(
+            name,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            image_size=image_size,
+            rngs=nnx.Rngs(0),
+        )
+    )
+    model.eval()
+    graphdef, state = nnx.split(model)
+    x = jax.ShapeDtypeStruct((1, image_size, image_size, in_channels), jnp.float32)
+    closed = jax.make_jaxpr(lambda state, x: nnx.merge(graphdef, state)(x))(state, x)
+    return _jaxpr_macs(closed.jaxpr)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(
@@ -40,20 +77,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument('--num-classes', type=int, default=52)
     parser.add_argument('--in-channels', type=int, default=1)
     parser.add_argument('--image-size', type=int, default=90)
+    parser.add_argument(
+        '--macs', action='store_true', help='add a column of multiply-adds per image (traced)'
+    )
     args = parser.parse_args(argv)
 
     print(
         f'# num_classes={args.num_classes} in_channels={args.in_channels} image_size={args.image_size}'
     )
-    print(f'{"model":<16} {"params":>12}  output')
+    sizes = dict(
+        num_classes=args.num_classes, in_channels=args.in_channels, image_size=args.image_size
+    )
+    macs_header = f' {"MACs":>10}' if args.macs else ''
+    print(f'{"model":<16} {"params":>12}{macs_header}  output')
     for name in model_names():
-        params, shape = summarize(
-            name,
-            num_classes=args.num_classes,
-            in_channels=args.in_channels,
-            image_size=args.image_size,
-        )
-        print(f'{name:<16} {params:>12,}  {shape}')
+        params, shape = summarize(name, **sizes)
+        macs = f' {count_macs(name, **sizes) / 1e6:>9,.1f}M' if args.macs else ''
+        print(f'{name:<16} {params:>12,}{macs}  {shape}')
 
 
 if __name__ == '__main__':

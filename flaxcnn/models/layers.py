@@ -17,6 +17,9 @@ from flaxcnn import ops
 # torch.nn.init.kaiming_normal_(mode='fan_out', nonlinearity='relu'): N(0, 2 / (out * kh * kw)).
 kaiming_normal_fan_out = nnx.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
+# torch.nn.init.xavier_uniform_: U(-a, a) with a = sqrt(6 / (fan_in + fan_out)).
+xavier_uniform = nnx.initializers.xavier_uniform()
+
 
 def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int | None = None) -> int:
     """Spatial output size of a conv/pool (PyTorch floor formula); padding defaults to kernel // 2."""
@@ -40,9 +43,14 @@ def conv(
     stride: int = 1,
     *,
     use_bias: bool = False,
+    groups: int = 1,
     rngs: nnx.Rngs,
 ) -> nnx.Conv:
-    """Square 2-D conv with PyTorch-style padding ``kernel // 2`` and Kaiming-normal fan_out init."""
+    """Square 2-D conv with PyTorch-style padding ``kernel // 2`` and Kaiming-normal fan_out init.
+
+    ``groups`` is the feature group count (torch's ``groups``): ``groups == in_features ==
+    out_features`` is a depthwise conv. The bias, if any, starts at zero.
+    """
     pad = kernel // 2
     return nnx.Conv(
         in_features,
@@ -50,6 +58,7 @@ def conv(
         kernel_size=(kernel, kernel),
         strides=(stride, stride),
         padding=((pad, pad), (pad, pad)),
+        feature_group_count=groups,
         use_bias=use_bias,
         kernel_init=kaiming_normal_fan_out,
         conv_general_dilated=ops.conv_general_dilated,
@@ -57,20 +66,26 @@ def conv(
     )
 
 
-def batch_norm(features: int, *, rngs: nnx.Rngs) -> nnx.BatchNorm:
-    """BatchNorm over the channel axis with scale 1, bias 0, torch momentum 0.1 and epsilon 1e-5."""
+def batch_norm(
+    features: int, *, epsilon: float = 1e-5, zero_scale: bool = False, rngs: nnx.Rngs
+) -> nnx.BatchNorm:
+    """Channel BatchNorm: scale 1 (0 with ``zero_scale``), bias 0, torch momentum 0.1, eps 1e-5."""
     return nnx.BatchNorm(
         features,
         momentum=0.9,
-        epsilon=1e-5,
-        scale_init=nnx.initializers.ones_init(),
+        epsilon=epsilon,
+        scale_init=nnx.initializers.zeros_init() if zero_scale else nnx.initializers.ones_init(),
         bias_init=nnx.initializers.zeros_init(),
         rngs=rngs,
     )
 
 
-def linear(in_features: int, out_features: int, *, rngs: nnx.Rngs) -> nnx.Linear:
-    """Fully connected layer with bias and Flax's default init."""
+def linear(
+    in_features: int, out_features: int, *, xavier: bool = False, rngs: nnx.Rngs
+) -> nnx.Linear:
+    """Fully connected layer with zero bias; kernel init Flax's default or ``xavier_uniform``."""
+    if xavier:
+        return nnx.Linear(in_features, out_features, kernel_init=xavier_uniform, rngs=rngs)
     return nnx.Linear(in_features, out_features, rngs=rngs)
 
 
@@ -90,13 +105,22 @@ def flatten(x: jax.Array) -> jax.Array:
 
 
 class ConvBN(nnx.Module):
-    """Conv (no bias) followed by BatchNorm, without activation."""
+    """Conv (no bias) followed by BatchNorm, without activation; options go to conv / batch_norm."""
 
     def __init__(
-        self, in_features: int, out_features: int, kernel: int, stride: int = 1, *, rngs: nnx.Rngs
+        self,
+        in_features: int,
+        out_features: int,
+        kernel: int,
+        stride: int = 1,
+        *,
+        groups: int = 1,
+        epsilon: float = 1e-5,
+        zero_scale: bool = False,
+        rngs: nnx.Rngs,
     ):
-        self.conv = conv(in_features, out_features, kernel, stride, rngs=rngs)
-        self.bn = batch_norm(out_features, rngs=rngs)
+        self.conv = conv(in_features, out_features, kernel, stride, groups=groups, rngs=rngs)
+        self.bn = batch_norm(out_features, epsilon=epsilon, zero_scale=zero_scale, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.bn(self.conv(x))
