@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from flaxcnn import checkpoint, models, ops, optim, steps
+from flaxcnn import checkpoint, evaluation, models, ops, optim, steps
 from flaxcnn.data import datasets, pipeline
 from flaxcnn.metric_writers import MetricWriter
 
@@ -108,23 +108,42 @@ class Trainer:
             self.state, meta = self.checkpoints.restore(latest, self.state)
             self.progress = meta['progress']
             logging.info('Resuming %s from step %d.', self.workdir, latest)
-        self.writer = MetricWriter(self.workdir, resume_step=self.progress['step'])
-
-        start = time.perf_counter()
-        batch_spec = self._batch_spec(config.batch_size, with_mask=False)
-        self.train_step = (
-            steps.jit_train_step(
-                steps.make_train_step(train_graphdef, tx, self.schedule.fn), self.mesh
-            )
-            .lower(self.state, batch_spec, jax.ShapeDtypeStruct((), jnp.float32))
-            .compile()
+        self._train_step = steps.jit_train_step(
+            steps.make_train_step(train_graphdef, tx, self.schedule.fn), self.mesh
         )
+        start = time.perf_counter()
         self.eval_step = (
             steps.jit_eval_step(steps.make_eval_step(eval_graphdef, num_classes), self.mesh)
             .lower(self.state, self._batch_spec(config.eval_batch_size, with_mask=True))
             .compile()
         )
         self.compile_seconds = time.perf_counter() - start
+
+    @classmethod
+    def from_workdir(cls, workdir: str | pathlib.Path, **dataset_overrides) -> Trainer:
+        """The run in ``workdir``, rebuilt from the config saved with its latest checkpoint."""
+        ckpts = checkpoint.Checkpoints(workdir)
+        latest = ckpts.latest_step()
+        if latest is None:
+            raise FileNotFoundError(f'No checkpoint in {ckpts.directory}: is {workdir} a run?')
+        config = ml_collections.ConfigDict(ckpts.read_meta(latest)['config'])
+        ckpts.close()
+        config.dataset.update(dataset_overrides)
+        return cls(config, workdir)
+
+    def restore_best(self) -> int | None:
+        """Loads the best checkpoint (by validation accuracy) into ``self.state``."""
+        best_step = self.checkpoints.best_step()
+        if best_step is not None:
+            self.state, _ = self.checkpoints.restore(best_step, self.state)
+        return best_step
+
+    def report(self, split: str, result: dict[str, Any]) -> dict[str, Any]:
+        """Per-class metrics of an ``evaluate`` result, written to ``<workdir>/eval/<split>.{json,png}``."""
+        metrics = evaluation.class_metrics(result['confusion'], self.dataset.class_names)
+        metrics['loss'] = result['loss']
+        evaluation.write_report(metrics, self.workdir / 'eval', split)
+        return metrics
 
     def _batch_spec(self, batch_size: int, with_mask: bool) -> dict[str, jax.ShapeDtypeStruct]:
         sharding = steps.batch_sharding(self.mesh)
@@ -222,6 +241,14 @@ class Trainer:
         """Trains until ``num_epochs`` or ``time_budget_s``, then tests the best checkpoint."""
         config, spe = self.config, self.steps_per_epoch
         step = self.progress['step']
+        start = time.perf_counter()
+        self.train_step = self._train_step.lower(
+            self.state,
+            self._batch_spec(config.batch_size, with_mask=False),
+            jax.ShapeDtypeStruct((), jnp.float32),
+        ).compile()
+        self.compile_seconds += time.perf_counter() - start
+        self.writer = MetricWriter(self.workdir, resume_step=step)
         self._session_start = time.perf_counter()
         self._seconds_before = self.progress['train_seconds']
         self._stopped_at = None
@@ -250,6 +277,7 @@ class Trainer:
             step_seconds += train_time
             images += int(s['count'])
             valid = self.evaluate('validation')
+            self.report('validation', valid)
             if not self._out_of_time():  # validation after the budget ran out is not training
                 trained_seconds = self._clock()
             else:
@@ -288,10 +316,8 @@ class Trainer:
         return self._finish(stopped_by, images / step_seconds if step_seconds else 0.0)
 
     def _finish(self, stopped_by: str, images_per_second: float) -> dict[str, Any]:
-        best_step = self.checkpoints.best_step()
-        if best_step is not None:
-            self.state, _ = self.checkpoints.restore(best_step, self.state)
-        test = self.evaluate('test')
+        best_step = self.restore_best()
+        test = self.report('test', self.evaluate('test'))
         summary = {
             'model': self.config.model,
             'dataset': self.config.dataset.name,
@@ -300,6 +326,7 @@ class Trainer:
             'best_step': best_step,
             'test_accuracy': test['accuracy'],
             'test_loss': test['loss'],
+            'test_macro_recall': test['macro_recall'],
             'epochs_completed': self.progress['step'] / self.steps_per_epoch,
             'steps': self.progress['step'],
             'stopped_by': stopped_by,

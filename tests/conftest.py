@@ -59,3 +59,15 @@ def run_smoke(workdir, data_dir, *overrides, check: bool = True) -> subprocess.C
     if check:
         assert out.returncode == 0, out.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope='session')
+def smoke_run(tmp_path_factory, data_dir) -> pathlib.Path:
+    """A workdir holding a finished smoke run (trained once per session)."""
+    from flaxcnn.trainer import Trainer
+
+    config = load_config('glyph_smoke')
+    config.dataset.data_dir = str(data_dir)
+    workdir = tmp_path_factory.mktemp('smoke_run')
+    Trainer(config, workdir).run()
+    return workdir
