@@ -1,25 +1,18 @@
-"""A tiny glyph run for tests, CI and docs: a few steps in well under a minute on 2 CPU cores.
+"""A tiny glyph run for tests, CI and docs: a few steps in seconds on 2 CPU cores.
 
 Run: python -m flaxcnn.train --config=configs/glyph_smoke.py --workdir=/tmp/smoke
 """
 
-import importlib.util
 import pathlib
 
 import ml_collections
 
-
-def _base_config() -> ml_collections.ConfigDict:
-    path = pathlib.Path(__file__).with_name('glyph.py')
-    spec = importlib.util.spec_from_file_location('glyph_config', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+from flaxcnn.config import from_file
 
 
 def get_config() -> ml_collections.ConfigDict:
     """glyph.py shrunk: 32x32 images, 8 per class, narrow MyNet v2, 2 epochs."""
-    config = _base_config()
+    config = from_file(pathlib.Path(__file__).with_name('glyph.py'))
     config.model_kwargs = ml_collections.ConfigDict({'widths': (8, 16, 32)})
     config.dataset.image_size = 32
     config.dataset.train_per_class = 8

@@ -28,21 +28,38 @@ from flaxcnn.metric_writers import MetricWriter
 _MAX_STEPS_IN_FLIGHT = 2
 
 
+def normalization(config: ml_collections.ConfigDict, dataset: datasets.Dataset):
+    """(mean, std) per channel that ``config.input.normalization`` asks for."""
+    name = config.input.normalization
+    if name == 'dataset':
+        return tuple(dataset.mean), tuple(dataset.std)
+    if name == 'imagenet':
+        if dataset.image_shape[-1] != 3:
+            raise ValueError(
+                "input.normalization='imagenet' needs 3-channel images; "
+                f'the dataset has {dataset.image_shape[-1]}.'
+            )
+        return pipeline.IMAGENET_MEAN, pipeline.IMAGENET_STD
+    raise ValueError(f"Unknown input.normalization {name!r}; expected 'dataset' or 'imagenet'.")
+
+
 def run_identity(config: ml_collections.ConfigDict, dataset: datasets.Dataset) -> dict[str, Any]:
-    """What a checkpoint must match to be resumed by ``config``: model and data."""
+    """What a checkpoint must match to be resumed by ``config``; also what prediction needs."""
+    mean, std = normalization(config, dataset)
     return {
         'model': config.model,
         'model_kwargs': config.model_kwargs.to_dict(),
         'dataset': {k: v for k, v in config.dataset.to_dict().items() if k != 'data_dir'},
         'class_names': list(dataset.class_names),
-        'image_shape': list(dataset.image_shape),
-        'mean': list(dataset.mean),
-        'std': list(dataset.std),
+        'image_shape': list(pipeline.input_shape(dataset.image_shape, config.input.center_crop)),
+        'stored_image_shape': list(dataset.image_shape),
+        'mean': list(mean),
+        'std': list(std),
     }
 
 
 def _check_identity(workdir: pathlib.Path, saved: dict[str, Any], expected: dict[str, Any]) -> None:
-    for key in ('model', 'model_kwargs', 'dataset', 'class_names', 'image_shape'):
+    for key in ('model', 'model_kwargs', 'dataset', 'class_names', 'image_shape', 'mean', 'std'):
         if json.dumps(saved.get(key), sort_keys=True) != json.dumps(expected[key], sort_keys=True):
             raise ValueError(
                 f'{workdir} holds a run with {key}={saved.get(key)!r}, but the config asks for '
@@ -80,7 +97,10 @@ class Trainer:
                     f'devices ({self.num_devices}).'
                 )
         ops.set_implementation(config.ops)
-        height, _, channels = self.dataset.image_shape
+        self.identity = run_identity(config, self.dataset)
+        self.input_shape = tuple(self.identity['image_shape'])
+        self.mean, self.std = self.identity['mean'], self.identity['std']
+        height, _, channels = self.input_shape
         num_classes = len(self.dataset.class_names)
         model = models.create_model(
             config.model,
@@ -97,7 +117,6 @@ class Trainer:
         self.schedule = optim.create_schedule(config, self.steps_per_epoch)
         train_graphdef, eval_graphdef, state = steps.create_train_state(model, tx, config.seed)
         self.state = jax.device_put(state, steps.replicated(self.mesh))
-        self.identity = run_identity(config, self.dataset)
         self.checkpoints = checkpoint.Checkpoints(
             self.workdir, max_to_keep=config.checkpoint.max_to_keep
         )
@@ -149,7 +168,7 @@ class Trainer:
         sharding = steps.batch_sharding(self.mesh)
         spec = {
             'image': jax.ShapeDtypeStruct(
-                (batch_size, *self.dataset.image_shape), jnp.float32, sharding=sharding
+                (batch_size, *self.input_shape), jnp.float32, sharding=sharding
             ),
             'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=sharding),
         }
@@ -167,8 +186,9 @@ class Trainer:
         for batch in pipeline.eval_batches(
             self.dataset.splits[split],
             batch_size=self.config.eval_batch_size,
-            mean=self.dataset.mean,
-            std=self.dataset.std,
+            mean=self.mean,
+            std=self.std,
+            center_crop=self.config.input.center_crop,
         ):
             out = self.eval_step(self.state, self._to_device(batch))
             totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
@@ -258,9 +278,11 @@ class Trainer:
                 self.dataset.splits['train'],
                 batch_size=config.batch_size,
                 seed=config.seed,
+                mean=self.mean,
+                std=self.std,
                 rotation_degrees=config.input.rotation_degrees,
-                mean=self.dataset.mean,
-                std=self.dataset.std,
+                flip=config.input.flip,
+                center_crop=config.input.center_crop,
             ),
             step,
             num_workers=config.input.num_workers,

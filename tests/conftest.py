@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 import subprocess
 import sys
 
 import pytest
 
+from flaxcnn.config import from_file
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def load_config(name: str):
     """``configs/<name>.py``'s ``get_config()``, as ``--config`` would load it."""
-    spec = importlib.util.spec_from_file_location(name, REPO / 'configs' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return from_file(REPO / 'configs' / f'{name}.py')
 
 
 @pytest.fixture(scope='session')

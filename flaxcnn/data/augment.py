@@ -27,3 +27,26 @@ class RandomRotation(grain.transforms.RandomMap):
             )
         )
         return {**element, 'image': rotated.reshape(image.shape)}
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomFlip(grain.transforms.RandomMap):
+    """Mirrors left-right with probability 1/2 (never for glyphs or chest X-rays)."""
+
+    def random_map(self, element, rng: np.random.Generator):
+        if rng.random() < 0.5:
+            return {**element, 'image': element['image'][:, ::-1]}
+        return element
+
+
+@dataclasses.dataclass(frozen=True)
+class CenterCrop(grain.transforms.Map):
+    """Keeps the central ``size`` x ``size`` pixels."""
+
+    size: int
+
+    def map(self, element):
+        image = element['image']
+        top = (image.shape[0] - self.size) // 2
+        left = (image.shape[1] - self.size) // 2
+        return {**element, 'image': image[top : top + self.size, left : left + self.size]}

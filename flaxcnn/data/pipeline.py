@@ -25,6 +25,20 @@ class Normalize(grain.transforms.Map):
         return {**batch, 'image': images, 'label': batch['label'].astype(np.int32)}
 
 
+IMAGENET_MEAN = (123.675, 116.28, 103.53)  # torchvision's, on the 0..255 scale
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+def input_shape(image_shape: Sequence[int], center_crop: int) -> tuple[int, int, int]:
+    """Shape of the images the pipeline emits for stored ``image_shape`` (H, W, C)."""
+    height, width, channels = image_shape
+    if center_crop > min(height, width):
+        raise ValueError(
+            f'input.center_crop={center_crop} is larger than the stored images ({height}x{width}).'
+        )
+    return (center_crop, center_crop, channels) if center_crop else (height, width, channels)
+
+
 def _iterate(ds: grain.MapDataset, num_workers: int, prefetch_batches: int) -> Iterator:
     it_ds = ds.to_iter_dataset(
         grain.ReadOptions(num_threads=1, prefetch_buffer_size=prefetch_batches)
@@ -39,9 +53,11 @@ def train_dataset(
     *,
     batch_size: int,
     seed: int,
-    rotation_degrees: float,
     mean,
     std,
+    rotation_degrees: float = 0.0,
+    flip: bool = False,
+    center_crop: int = 0,
 ) -> grain.MapDataset:
     """Endless batches: each epoch a new seeded shuffle, then augmentation, batching, normalization.
 
@@ -53,8 +69,12 @@ def train_dataset(
             f'batch_size {batch_size} is larger than the train split ({len(source)} examples).'
         )
     ds = grain.MapDataset.source(source).shuffle(seed=seed)
+    if center_crop:
+        ds = ds.map(augment.CenterCrop(center_crop))
     if rotation_degrees:
         ds = ds.random_map(augment.RandomRotation(rotation_degrees), seed=seed)
+    if flip:
+        ds = ds.random_map(augment.RandomFlip(), seed=seed + 1)
     ds = ds.batch(batch_size, drop_remainder=True)
     return ds.repeat(None).map(Normalize(tuple(mean), tuple(std)))
 
@@ -89,13 +109,16 @@ def eval_batches(
     batch_size: int,
     mean,
     std,
+    center_crop: int = 0,
     num_workers: int = 0,
     prefetch_batches: int = 2,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Every example once, in order, in fixed-size batches with a ``mask``."""
+    ds = grain.MapDataset.source(source)
+    if center_crop:
+        ds = ds.map(augment.CenterCrop(center_crop))
     ds = (
-        grain.MapDataset.source(source)
-        .batch(batch_size, drop_remainder=False)
+        ds.batch(batch_size, drop_remainder=False)
         .map(_PadBatch(batch_size))
         .map(Normalize(tuple(mean), tuple(std)))
     )
