@@ -78,3 +78,62 @@ def test_sizes_row_and_chart(smoke_run, tmp_path):
     assert row['test_accuracy'] == summary['test_accuracy']
     sizes._plot([row, row], str(tmp_path / 'sizes.png'))
     assert (tmp_path / 'sizes.png').stat().st_size > 1000
+
+
+def test_predict_top_k_with_the_saved_class_list(smoke_run, data_dir, tmp_path):
+    from PIL import Image
+
+    from flaxcnn.data import glyph_render
+
+    # A glyph of class 'A' as a large RGB PNG: converted like training data (gray, 32x32).
+    image, label = glyph_render.render_sample(0, 'test', 10, 128)
+    path = tmp_path / 'a.png'
+    Image.fromarray(image).convert('RGB').save(path)
+    (tmp_path / 'broken.jpg').write_bytes(b'not an image')
+    out = subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'flaxcnn.predict',
+            f'--workdir={smoke_run}',
+            '--top_k=3',
+            str(path),
+            str(tmp_path / 'broken.jpg'),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 1  # one unreadable image
+    assert 'broken.jpg: cannot read this image' in out.stderr
+    line = out.stdout.strip().splitlines()[-1]
+    assert line.startswith(f'{path}: ')
+    shown = [part.rsplit(' ', 1) for part in line.split(': ', 1)[1].split(', ')]
+    assert len(shown) == 3
+    assert all(name in glyph_render.CLASS_NAMES for name, _ in shown)
+    probs = [float(p.rstrip('%')) for _, p in shown]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 100.5
+
+
+def test_predictor_converts_images_like_the_training_pipeline(smoke_run, tmp_path):
+    from PIL import Image
+
+    from flaxcnn.predict import Predictor
+    from flaxcnn.trainer import Trainer
+
+    trainer = Trainer.from_workdir(smoke_run)
+    trainer.restore_best()
+    test = trainer.dataset.splits['test']
+    paths = []
+    for i in range(8):
+        paths.append(tmp_path / f'{i}.png')
+        Image.fromarray(test[i]['image'][..., 0]).save(paths[-1])
+    predictor = Predictor(str(smoke_run))
+    probs = predictor.predict([predictor.load(str(p)) for p in paths])
+    images = np.stack(
+        [(test[i]['image'].astype(np.float32) - trainer.mean) / trainer.std for i in range(8)]
+    )
+    for path, image in zip(paths, images, strict=True):
+        np.testing.assert_allclose(predictor.load(str(path)), image, atol=1e-5)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
