@@ -18,6 +18,19 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 
+NO_STEP = np.iinfo(np.int32).max
+
+
+def accumulate(sums: dict | None, metrics: dict) -> dict:
+    """Adds a step's metrics to running sums (the first non-finite step by minimum)."""
+    if sums is None:
+        return metrics
+    return {
+        k: jnp.minimum(sums[k], v) if k == 'first_nonfinite_step' else sums[k] + v
+        for k, v in metrics.items()
+    }
+
+
 @flax.struct.dataclass
 class TrainState:
     """Everything a train step reads and writes; saved whole in checkpoints."""
@@ -58,7 +71,8 @@ def make_train_step(
     """``(state, batch, clock) -> (state, metrics)``: one optimizer update.
 
     ``clock`` is what ``schedule`` reads (the step, or elapsed seconds). Metrics are
-    on-device sums: ``loss``, ``correct`` and ``count``.
+    on-device sums: ``loss``, ``correct`` and ``count``, and ``first_nonfinite_step``: this
+    step's number if its loss was NaN or infinite, else ``NO_STEP`` (combine with minimum).
     """
 
     def train_step(state: TrainState, batch: dict[str, jax.Array], clock: jax.Array):
@@ -82,6 +96,7 @@ def make_train_step(
             'loss': loss * count,
             'correct': jnp.sum(jnp.argmax(logits, -1) == batch['label']),
             'count': jnp.asarray(count, jnp.int32),
+            'first_nonfinite_step': jnp.where(jnp.isfinite(loss), NO_STEP, state.step + 1),
         }
         new_state = state.replace(
             step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state

@@ -9,6 +9,7 @@ import os
 import pathlib
 import resource
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -68,6 +69,18 @@ def _check_identity(workdir: pathlib.Path, saved: dict[str, Any], expected: dict
             )
 
 
+def _check_writable(workdir: pathlib.Path) -> None:
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=workdir, prefix='.write_check'):
+            pass
+    except OSError as e:
+        raise PermissionError(
+            f'Cannot write to the workdir {workdir}: {e.strerror or e}. Choose a writable '
+            '--workdir.'
+        ) from e
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -84,7 +97,7 @@ class Trainer:
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | pathlib.Path):
         self.config = config
         self.workdir = pathlib.Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        _check_writable(self.workdir)
         start = time.perf_counter()
         self.dataset = datasets.load(config.dataset)
         self.dataset_seconds = time.perf_counter() - start
@@ -218,6 +231,25 @@ class Trainer:
             self._stopped_at = self._clock()
         return self._stopped_at is not None
 
+    def _fetch_finite(self, sums: dict) -> dict:
+        """Metric sums on the host; stops training if a loss was NaN or infinite."""
+        s = jax.device_get(sums)
+        bad = int(s['first_nonfinite_step'])
+        if bad != steps.NO_STEP:
+            self.checkpoints.wait()
+            last = self.checkpoints.latest_step()
+            kept = (
+                f'the last good checkpoint is step {last} in {self.checkpoints.directory}; re-run '
+                'to resume from it, e.g. with a lower --config.optimizer.lr'
+                if last is not None
+                else 'no checkpoint had been saved yet'
+            )
+            raise FloatingPointError(
+                f'Training diverged: the loss at step {bad} was not finite. Nothing from that '
+                f'step on was saved: {kept}.'
+            )
+        return s
+
     def _train_epoch(self, batches, step: int) -> tuple[int, Any]:
         """Runs steps until the epoch ends or time runs out; returns the step and metric sums."""
         config, spe = self.config, self.steps_per_epoch
@@ -236,21 +268,22 @@ class Trainer:
             clock = self._clock() if self.schedule.clock == 'seconds' else step
             batch = self._to_device(next(batches))
             self.state, metrics = self.train_step(self.state, batch, np.float32(clock))
-            sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+            sums = steps.accumulate(sums, metrics)
             in_flight.append(metrics['loss'])
             if len(in_flight) > _MAX_STEPS_IN_FLIGHT:
                 in_flight.popleft().block_until_ready()
             step += 1
             bar.update()
-            if step % config.log_every_steps == 0:
-                s = jax.device_get(sums)
+            every = config.checkpoint.every_steps
+            checkpoint_now = every and step % every == 0 and step % spe
+            if step % config.log_every_steps == 0 or checkpoint_now:
+                s = self._fetch_finite(sums)
                 bar.set_postfix(
                     loss=f'{s["loss"] / s["count"]:.4f}',
                     acc=f'{s["correct"] / s["count"]:.4f}',
                     refresh=False,
                 )
-            every = config.checkpoint.every_steps
-            if every and step % every == 0 and step % spe:
+            if checkpoint_now:
                 self.progress.update(step=step, train_seconds=self._clock())
                 self.checkpoints.save(step, self.state, self._meta())
         bar.close()
@@ -295,7 +328,7 @@ class Trainer:
                 break
             trained_seconds = self._clock()
             train_time = time.perf_counter() - epoch_start
-            s = jax.device_get(sums)
+            s = self._fetch_finite(sums)
             step_seconds += train_time
             images += int(s['count'])
             valid = self.evaluate('validation')

@@ -53,7 +53,7 @@ def small_mynet_v2(seed=0):
 
 
 def test_registry_names():
-    assert model_names() == sorted(EXPECTED_PARAMS)
+    assert model_names() == sorted([*EXPECTED_PARAMS, 'basic_cnn', 'proxylessnas_gpu', 'resnet50'])
 
 
 @pytest.mark.parametrize('name', sorted(EXPECTED_PARAMS))
@@ -124,7 +124,7 @@ def test_unknown_model_lists_names():
 def test_duplicate_registration_rejected():
     with pytest.raises(ValueError, match='already registered'):
         register('mynet_v1')(lambda **kwargs: None)
-    assert model_names() == sorted(EXPECTED_PARAMS)
+    assert set(EXPECTED_PARAMS) <= set(model_names())
 
 
 @pytest.mark.parametrize('name', sorted(EXPECTED_PARAMS))

@@ -1,4 +1,4 @@
-"""Tests for the model-zoo families basic_cnn, resnet50 and proxylessnas_gpu (shape-only where big)."""
+"""Tests for basic_cnn, resnet50 and proxylessnas_gpu (shape-only evaluation for the big ones)."""
 
 import math
 
@@ -12,7 +12,6 @@ from flaxcnn.models import count_params, create_model, model_names, proxylessnas
 from flaxcnn.models.__main__ import count_macs as traced_macs
 from flaxcnn.models.__main__ import main as cli_main
 from flaxcnn.models.proxylessnas import PROXYLESS_GPU_BLOCKS, MBConvSpec
-from flaxcnn.models.resnet import Bottleneck
 
 # (name, num_classes, in_channels, image_size) -> trainable parameters of the reference models.
 REFERENCE_PARAMS = {
@@ -61,17 +60,21 @@ def test_exact_param_counts(key):
     assert count_params(model) == REFERENCE_PARAMS[key]
 
 
-@pytest.mark.parametrize(
-    'name,image_size',
-    [(name, 100) for name in ZOO] + [('resnet50', 224), ('proxylessnas_gpu', 224)],
-)
-def test_output_shapes(name, image_size):
-    model = abstract_model(name, image_size=image_size)
-    shape = (2, image_size, image_size, 3)
-    out = abstract_forward(model, shape, rngs=jax.random.key(0))  # train mode
+@pytest.mark.parametrize('name', ZOO)
+def test_output_shapes_at_100(name):
+    model = abstract_model(name, image_size=100)
+    out = abstract_forward(model, (2, 100, 100, 3), rngs=jax.random.key(0))  # train mode
     assert out.shape == (2, 95) and out.dtype == jnp.float32
     model.eval()
-    out = abstract_forward(model, shape)
+    out = abstract_forward(model, (2, 100, 100, 3))
+    assert out.shape == (2, 95) and out.dtype == jnp.float32
+
+
+@pytest.mark.parametrize('name', ['proxylessnas_gpu', 'resnet50'])
+def test_output_shapes_at_224(name):
+    model = abstract_model(name, image_size=224)
+    model.eval()
+    out = abstract_forward(model, (2, 224, 224, 3))
     assert out.shape == (2, 95) and out.dtype == jnp.float32
 
 
@@ -117,47 +120,47 @@ def test_basic_cnn_kwargs():
     assert model.dropout.rate == 0.25
 
 
-def test_basic_cnn_linear_xavier_uniform_init():
-    model = create_model(
-        'basic_cnn', num_classes=131, in_channels=3, image_size=100, rngs=nnx.Rngs(0)
-    )
+@pytest.fixture(scope='module')
+def small_basic_cnn():
+    """A real basic_cnn on 32x32x3 inputs (flatten 2 * 2 * 128 = 512), cheap enough to compute."""
+    return create_model('basic_cnn', num_classes=5, in_channels=3, image_size=32, rngs=nnx.Rngs(0))
+
+
+def test_basic_cnn_linear_xavier_uniform_init(small_basic_cnn):
+    model = small_basic_cnn
+    assert (model.hidden.in_features, model.hidden.out_features) == (512, 625)
     for linear in (model.hidden, model.head):
         kernel = np.asarray(linear.kernel[...])
         bound = math.sqrt(6.0 / (linear.in_features + linear.out_features))
         assert np.abs(kernel).max() <= bound
-        assert np.abs(kernel).max() > 0.99 * bound
-        assert abs(kernel.std() - bound / math.sqrt(3.0)) < 0.02 * bound
+        assert np.abs(kernel).max() > 0.98 * bound
+        assert abs(kernel.std() - bound / math.sqrt(3.0)) < 0.05 * bound
         np.testing.assert_array_equal(linear.bias[...], 0.0)
     for conv in modules_of(model, nnx.Conv):
         np.testing.assert_array_equal(conv.bias[...], 0.0)
 
 
-def test_basic_cnn_dropout_train_vs_eval():
-    model = create_model('basic_cnn', num_classes=5, in_channels=3, image_size=16, rngs=nnx.Rngs(0))
-    x = jax.random.normal(jax.random.key(0), (4, 16, 16, 3))
+def test_basic_cnn_dropout_active_in_train_off_in_eval(small_basic_cnn):
+    model = small_basic_cnn
+    x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
+    forward = nnx.jit(lambda m, key: m(x, rngs=key))
+    features = jnp.ones((8, 625))
+
     model.train()
-    out_a = model(x, rngs=nnx.Rngs(dropout=1))
-    out_b = model(x, rngs=nnx.Rngs(dropout=2))
-    assert not np.allclose(out_a, out_b)
-    np.testing.assert_array_equal(out_a, model(x, rngs=nnx.Rngs(dropout=1)))
+    out_a = forward(model, jax.random.key(1))
+    assert not np.allclose(out_a, forward(model, jax.random.key(2)))  # dropout draws from the key
+    np.testing.assert_array_equal(out_a, forward(model, jax.random.key(1)))
+    dropped = np.asarray(model.dropout(features, rngs=jax.random.key(3)))
+    assert set(np.unique(dropped)) == {0.0, 2.0} and 0.4 < np.mean(dropped == 0) < 0.6
+
     model.eval()
-    out_eval = model(x)
-    np.testing.assert_array_equal(out_eval, model(x, rngs=nnx.Rngs(dropout=3)))
-    # Eval equals the deterministic forward pass: the head applied to the undropped features.
-    features = x
-    for block in model.blocks:
-        features = block(features)
-    hidden = jax.nn.relu(model.hidden(features.reshape(4, -1)))
-    np.testing.assert_allclose(out_eval, model.head(hidden), rtol=1e-6, atol=1e-6)
-    assert not np.allclose(out_a, out_eval)
-
-
-def test_basic_cnn_gradients():
-    model = create_model('basic_cnn', num_classes=5, in_channels=3, image_size=16, rngs=nnx.Rngs(0))
-    x = jax.random.normal(jax.random.key(0), (4, 16, 16, 3))
-    grads = nnx.grad(lambda m: jnp.mean(m(x, rngs=jax.random.key(1)) ** 2))(model)
-    for grad in jax.tree.leaves(grads):
-        assert np.all(np.isfinite(grad)) and np.any(grad != 0)
+    try:
+        out_eval = forward(model, jax.random.key(1))
+        np.testing.assert_array_equal(out_eval, forward(model, jax.random.key(2)))
+        np.testing.assert_array_equal(model.dropout(features, rngs=jax.random.key(3)), features)
+        assert not np.allclose(out_a, out_eval)
+    finally:
+        model.train()
 
 
 # --- resnet50 ----------------------------------------------------------------------------------
@@ -185,30 +188,40 @@ def test_resnet_block_counts_are_config():
         abstract_model('resnet50', blocks_per_stage=(3, 4), widths=(64, 128, 256))
 
 
-@pytest.mark.parametrize('zero_init_residual', [False, True])
-def test_resnet_zero_init_residual(zero_init_residual):
-    model = create_model(
-        'resnet50',
-        num_classes=10,
-        in_channels=3,
-        rngs=nnx.Rngs(0),
-        blocks_per_stage=(2, 1),
-        widths=(4, 8),
-        stem_width=8,
-        zero_init_residual=zero_init_residual,
-    )
-    last_bns = {id(block.conv_bn3.bn) for block in model.blocks}
-    for bn in modules_of(model, nnx.BatchNorm):
-        expected = 0.0 if zero_init_residual and id(bn) in last_bns else 1.0
-        np.testing.assert_array_equal(bn.scale[...], expected)
-        np.testing.assert_array_equal(bn.bias[...], 0.0)
+def test_resnet_zero_init_residual():
+    kwargs = {
+        'num_classes': 10,
+        'in_channels': 3,
+        'blocks_per_stage': (1,),
+        'widths': (4,),
+        'stem_width': 16,  # 16 -> 4 -> 16 channels at stride 1: identity shortcut
+    }
 
+    @jax.jit  # one compilation for both initialisations and the block's forward pass
+    def init_and_run(x):
+        scales = {}
+        for zero_init_residual in (False, True):
+            model = create_model(
+                'resnet50', rngs=nnx.Rngs(0), zero_init_residual=zero_init_residual, **kwargs
+            )
+            last_bn = model.blocks[0].conv_bn3.bn
+            scales[zero_init_residual] = [
+                (bn is last_bn, bn.scale[...], bn.bias[...])
+                for bn in modules_of(model, nnx.BatchNorm)
+            ]
+        block = model.blocks[0]
+        assert block.shortcut is None
+        block.eval()
+        return scales, block(x)
 
-def test_zero_init_bottleneck_starts_as_identity():
-    block = Bottleneck(16, 4, zero_init_residual=True, rngs=nnx.Rngs(0))
-    block.eval()
     x = jnp.abs(jax.random.normal(jax.random.key(0), (2, 8, 8, 16)))
-    np.testing.assert_array_equal(block(x), x)
+    scales, out = init_and_run(x)
+    for zero_init_residual, bns in scales.items():
+        assert len(bns) == 4 and sum(is_last for is_last, _, _ in bns) == 1  # stem + 3
+        for is_last, scale, bias in bns:
+            np.testing.assert_array_equal(scale, 0.0 if zero_init_residual and is_last else 1.0)
+            np.testing.assert_array_equal(bias, 0.0)
+    np.testing.assert_array_equal(out, x)  # the zero-init block starts as ReLU(x) = x
 
 
 def test_resnet50_zero_init_residual_abstract_count():
@@ -278,6 +291,7 @@ def test_proxylessnas_macs():
 
 
 def test_traced_macs_of_other_models():
+    # torchvision resnet50's conv + fc multiply-adds (fvcore's 4.09G).
     assert traced_macs('resnet50', num_classes=1000, in_channels=3, image_size=224) == 4_089_184_256
     # basic_cnn: convs 4.32M + 11.52M + 11.52M + 10.62M, then 4608 x 625 and 625 x 131.
     expected = (
@@ -289,26 +303,6 @@ def test_traced_macs_of_other_models():
         + 625 * 131
     )
     assert traced_macs('basic_cnn', num_classes=131, in_channels=3, image_size=100) == expected
-
-
-def test_proxylessnas_small_variant_trains():
-    specs = (MBConvSpec(8, 3, 1), MBConvSpec(16, 5, 3, 2), MBConvSpec(16, 3, 6))
-    model = create_model(
-        'proxylessnas_gpu',
-        num_classes=5,
-        in_channels=3,
-        rngs=nnx.Rngs(0),
-        blocks=specs,
-        stem_channels=8,
-        head_channels=32,
-        dropout=0.2,
-    )
-    x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
-    grads = nnx.grad(lambda m: jnp.mean(m(x, rngs=jax.random.key(1)) ** 2))(model)
-    for grad in jax.tree.leaves(grads):
-        assert np.all(np.isfinite(grad))
-    depthwise_grad = grads['blocks'][2]['depthwise']['conv_bn']['conv']['kernel']
-    assert depthwise_grad.shape == (3, 3, 1, 96) and np.any(depthwise_grad != 0)
 
 
 # --- CLI ---------------------------------------------------------------------------------------
@@ -325,3 +319,15 @@ def test_cli_lists_all_models(capsys):
     assert rows['basic_cnn'][1] == '3,060,071'
     for name in model_names():
         assert ' '.join(rows[name][2:]) == '(1, 131)'
+
+
+def test_cli_macs_column(capsys):
+    cli_main(['--num-classes', '1000', '--in-channels', '3', '--image-size', '224', '--macs'])
+    rows = {
+        line.split()[0]: line.split()
+        for line in capsys.readouterr().out.splitlines()
+        if line and line[0] != '#'
+    }
+    assert rows['model'] == ['model', 'params', 'MACs', 'output']
+    assert rows['proxylessnas_gpu'][1:] == ['7,119,848', '465.3M', '(1,', '1000)']
+    assert rows['resnet50'][1:] == ['25,557,032', '4,089.2M', '(1,', '1000)']

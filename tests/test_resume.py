@@ -110,3 +110,31 @@ def test_workdir_of_another_model_is_refused(tmp_path, data_dir):
     out = run_smoke(tmp_path, data_dir, '--config.model=mynet_v1', check=False)
     assert out.returncode != 0
     assert "holds a run with model='mynet_v2'" in out.stderr
+
+
+def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
+    out = run_smoke(
+        tmp_path,
+        data_dir,
+        '--config.optimizer.name=sgd',
+        '--config.optimizer.lr=0.01',
+        '--config.schedule.name=piecewise',
+        '--config.schedule.decay_epochs=(1,)',
+        '--config.schedule.decay_factor=1e35',  # from step 6 on the rate explodes
+        check=False,
+    )
+    assert out.returncode != 0
+    assert 'Training diverged: the loss at step 8 was not finite' in out.stderr
+    assert 'the last good checkpoint is step 6' in out.stderr
+    saved = sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit())
+    assert saved[-1] == 6
+    _, state = _final_state(tmp_path)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(state))
+
+
+def test_unwritable_workdir_is_reported_before_training(tmp_path, data_dir):
+    blocker = tmp_path / 'file'
+    blocker.write_text('not a folder')
+    out = run_smoke(blocker / 'run', data_dir, check=False)
+    assert out.returncode != 0
+    assert f'Cannot write to the workdir {blocker / "run"}' in out.stderr

@@ -38,14 +38,13 @@ def _jaxpr_macs(jaxpr: jax.extend.core.Jaxpr) -> int:
     """Multiply-adds of the convs and matmuls in ``jaxpr`` and its sub-jaxprs (no loops)."""
     macs = 0
     for eqn in jaxpr.eqns:
-        out = eqn.outvars[0].aval.shape
         if eqn.primitive.name == 'conv_general_dilated':
-            rhs = eqn.invars[1].aval.shape
+            out, rhs = eqn.outvars[0].aval.shape, eqn.invars[1].aval.shape
             out_features = rhs[eqn.params['dimension_numbers'].rhs_spec[0]]
             macs += math.prod(out) * math.prod(rhs) // out_features
         elif eqn.primitive.name == 'dot_general':
+            out, lhs = eqn.outvars[0].aval.shape, eqn.invars[0].aval.shape
             (contracting, _), _ = eqn.params['dimension_numbers']
-            lhs = eqn.invars[0].aval.shape
             macs += math.prod(out) * math.prod(lhs[axis] for axis in contracting)
         macs += sum(map(_jaxpr_macs, jax.extend.core.jaxprs_in_params(eqn.params)))
     return macs
@@ -85,9 +84,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f'# num_classes={args.num_classes} in_channels={args.in_channels} image_size={args.image_size}'
     )
-    sizes = dict(
-        num_classes=args.num_classes, in_channels=args.in_channels, image_size=args.image_size
-    )
+    sizes = {
+        'num_classes': args.num_classes,
+        'in_channels': args.in_channels,
+        'image_size': args.image_size,
+    }
     macs_header = f' {"MACs":>10}' if args.macs else ''
     print(f'{"model":<16} {"params":>12}{macs_header}  output')
     for name in model_names():

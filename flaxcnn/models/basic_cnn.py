@@ -1,4 +1,4 @@
-"""BasicCNN: four [conv 3x3 with bias -> ReLU -> max-pool 2x2/2] blocks, flatten, two-layer MLP head.
+"""BasicCNN: four [conv 3x3 with bias -> ReLU -> max-pool 2x2/2] blocks, flatten, MLP head.
 
 A plain VGG-style baseline (3,060,071 params for Fruits-360: 131 classes, 100x100 RGB). The convs
 keep the spatial size (stride 1, padding 1) and each max-pool halves it with the floor formula

@@ -82,9 +82,10 @@ class ConvBNReLU6(nnx.Module):
 
 
 class MBConv(nnx.Module):
-    """Inverted residual: [1x1 expand -> BN -> ReLU6] -> kxk depthwise (stride) -> BN -> ReLU6
-    -> 1x1 project -> BN, plus the identity when the stride is 1 and the channels match.
+    """MBConv (inverted residual) block built from an ``MBConvSpec``.
 
+    [1x1 expand -> BN -> ReLU6] -> kxk depthwise (carries the stride, padding k // 2) -> BN ->
+    ReLU6 -> 1x1 project -> BN, plus the identity when the stride is 1 and the channels match.
     The expansion conv is left out when the expansion ratio is 1.
     """
 
@@ -123,7 +124,7 @@ class ProxylessNAS(nnx.Module):
         self.stem = ConvBNReLU6(in_channels, stem_channels, 3, 2, rngs=rngs)
         mbconvs = []
         in_features = stem_channels
-        for spec in map(MBConvSpec._make, blocks):
+        for spec in (MBConvSpec(*item) for item in blocks):  # plain tuples work too
             mbconvs.append(MBConv(in_features, spec, rngs=rngs))
             in_features = spec.out_channels
         self.blocks = nnx.List(mbconvs)
@@ -161,7 +162,7 @@ def count_macs(
 
     size, macs = conv_macs(layers.pair(image_size), in_channels, stem_channels, 3, 2)
     in_features = stem_channels
-    for out_features, kernel, expand, stride in map(MBConvSpec._make, blocks):
+    for out_features, kernel, expand, stride in (MBConvSpec(*item) for item in blocks):
         hidden = in_features * expand
         if expand != 1:
             macs += conv_macs(size, in_features, hidden, 1)[1]
@@ -184,7 +185,7 @@ def proxylessnas_gpu(
     head_channels: int = 1728,
     dropout: float = 0.0,
 ) -> nnx.Module:
-    """ProxylessNAS (GPU) from ``blocks`` specs (7,119,848 params, 465.3M MACs at 1000 cls/224 px)."""
+    """ProxylessNAS-GPU built from ``blocks`` (7,119,848 params, 465.3M MACs at 1000 cls/224 px)."""
     del image_size  # global average pooling makes the head independent of the image size
     return ProxylessNAS(
         num_classes=num_classes,
