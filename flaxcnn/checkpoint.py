@@ -21,6 +21,16 @@ from flaxcnn.steps import TrainState
 VALID_METRIC = 'valid_accuracy'
 
 
+def read_arrays(state_dir: str | pathlib.Path) -> Any:
+    """A saved ``state`` item as a tree of host arrays, whatever devices wrote it."""
+    metadata = ocp.StandardCheckpointer().metadata(state_dir).item_metadata
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata
+    )
+    return jax.device_get(ocp.StandardCheckpointer().restore(state_dir, target))
+
+
 class Checkpoints:
     """The run's ``CheckpointManager`` under ``<workdir>/checkpoints``."""
 

@@ -38,7 +38,7 @@ def run_sizes(workdir: str | pathlib.Path) -> dict:
     meta = ckpts.read_meta(step)
     ckpts.close()
     state_dir = ckpts.directory / str(step) / 'state'
-    state = ocp.StandardCheckpointer().restore(state_dir)
+    state = checkpoint.read_arrays(state_dir)
     model_state = {'params': state['params'], 'batch_stats': state['batch_stats']}
     num_params = sum(np.size(x) for x in jax.tree.leaves(state['params']))
     with tempfile.TemporaryDirectory() as tmp:

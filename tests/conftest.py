@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 import subprocess
 import sys
@@ -45,11 +46,17 @@ def smoke_command(workdir, data_dir, *overrides) -> list[str]:
     ]
 
 
-def run_smoke(workdir, data_dir, *overrides, check: bool = True) -> subprocess.CompletedProcess:
-    """Runs ``smoke_command`` to completion; with ``check``, asserts it succeeded."""
+def run_smoke(
+    workdir, data_dir, *overrides, check: bool = True, devices: int | None = None
+) -> subprocess.CompletedProcess:
+    """Runs ``smoke_command`` to completion (on ``devices`` simulated CPU devices if given)."""
+    env = dict(os.environ)
+    if devices:
+        env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
     out = subprocess.run(
         smoke_command(workdir, data_dir, *overrides),
         cwd=REPO,
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
