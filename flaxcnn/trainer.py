@@ -50,7 +50,9 @@ def run_identity(config: ml_collections.ConfigDict, dataset: datasets.Dataset) -
     return {
         'model': config.model,
         'model_kwargs': config.model_kwargs.to_dict(),
-        'dataset': {k: v for k, v in config.dataset.to_dict().items() if k != 'data_dir'},
+        'dataset': {  # where the data lives may change between runs; what it is may not
+            k: v for k, v in config.dataset.to_dict().items() if k not in ('data_dir', 'folder')
+        },
         'class_names': list(dataset.class_names),
         'image_shape': list(pipeline.input_shape(dataset.image_shape, config.input.center_crop)),
         'stored_image_shape': list(dataset.image_shape),

@@ -59,6 +59,11 @@ _BUILDERS = {
 }
 
 
+def dataset_names() -> list[str]:
+    """Names accepted by ``config.dataset.name``."""
+    return sorted(_BUILDERS)
+
+
 def builder(cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
     """The TFDS builder described by ``config.dataset``."""
     if cfg.name not in _BUILDERS:
