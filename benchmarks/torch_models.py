@@ -24,6 +24,7 @@ weights copied in, eval and train mode logits compared)::
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -142,7 +143,7 @@ class MyNet(FlattenHead):
         super().__init__()
         self.stem = Stem(in_channels, widths[0])
         self.stages = nn.ModuleList(
-            DownsampleStage(cin, cout) for cin, cout in zip(widths[:-1], widths[1:])
+            DownsampleStage(cin, cout) for cin, cout in itertools.pairwise(widths)
         )
         height, width = (Stem.output_size(s) for s in _pair(image_size))
         for _ in self.stages:
@@ -202,7 +203,7 @@ class ResNetLite(nn.Module):
         super().__init__()
         self.stem = Stem(in_channels, widths[0])
         blocks = []
-        for cin, cout in zip(widths[:-1], widths[1:]):
+        for cin, cout in itertools.pairwise(widths):
             blocks.append(BasicBlock(cin, cout))
             blocks.extend(BasicBlock(cout, cout) for _ in range(blocks_per_stage - 1))
         self.blocks = nn.ModuleList(blocks)
@@ -509,7 +510,7 @@ def load_flaxcnn_state(torch_model: nn.Module, flax_model) -> None:
         if tuple(target.shape) != value.shape:
             raise ValueError(f'{key}: flaxcnn {value.shape} vs PyTorch {tuple(target.shape)}')
         with torch.no_grad():
-            target.copy_(torch.from_numpy(np.ascontiguousarray(value)))
+            target.copy_(torch.from_numpy(np.array(value, order='C')))
         seen.add(key)
     missing = [k for k in targets if k not in seen and not k.endswith('num_batches_tracked')]
     if missing:
@@ -522,16 +523,15 @@ def check_outputs(
     num_classes: int,
     in_channels: int,
     image_size: int,
-    batch_size: int = 4,
+    batch_size: int = 8,
     seed: int = 0,
 ) -> dict[str, float] | None:
-    """Max |logit difference| (relative to max |logit|) of flaxcnn vs the twin with copied weights.
+    """Max |difference| / max |value| of flaxcnn vs the twin with flaxcnn's weights copied in.
 
-    'eval': inference mode (running statistics); 'train': train mode (batch statistics) for
-    models without active dropout, plus the max difference of the updated running statistics.
-    None if flaxcnn lacks the model.
+    'eval': logits in inference mode (running statistics). For models without active dropout
+    also 'train': logits in train mode (batch statistics), and 'running_mean' /
+    'running_var': the running statistics after that step. None if flaxcnn lacks the model.
     """
-    import jax.numpy as jnp
     from flax import nnx
 
     flax_model = _flaxcnn_model(
@@ -550,30 +550,34 @@ def check_outputs(
     images = images.astype(np.float32)
     x_torch = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
 
-    def rel(a, b):
+    def rel(a, b, floor=1e-12):
         a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-        return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
+        return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), floor))
 
+    forward = nnx.jit(lambda model, x: model(x))  # eager NNX is slow for the large models
     result = {}
     flax_model.eval()
     torch_model.eval()
     with torch.no_grad():
-        result['eval'] = rel(torch_model(x_torch).numpy(), flax_model(jnp.asarray(images)))
+        result['eval'] = rel(torch_model(x_torch).numpy(), forward(flax_model, images))
     has_dropout = any(isinstance(m, nn.Dropout) for m in torch_model.modules())
     if not has_dropout:
         flax_model.train()
         torch_model.train()
         with torch.no_grad():
             out_torch = torch_model(x_torch).numpy()
-        result['train'] = rel(out_torch, flax_model(jnp.asarray(images)))
-        flax_stats = {
-            '.'.join(map(str, p[:-1])) + '.' + _BN_NAMES[p[-1]]: np.asarray(v.get_value())
-            for p, v in nnx.to_flat_state(nnx.state(flax_model, nnx.BatchStat))
-        }
+        result['train'] = rel(out_torch, forward(flax_model, images))
         buffers = dict(torch_model.named_buffers())
-        result['running_stats'] = max(
-            float(np.max(np.abs(buffers[k].numpy() - v))) for k, v in flax_stats.items()
-        )
+        diffs = {'mean': 0.0, 'var': 0.0}
+        for path, stat in nnx.to_flat_state(nnx.state(flax_model, nnx.BatchStat)):
+            key = '.'.join(map(str, path[:-1])) + '.' + _BN_NAMES[path[-1]]
+            # Running means start at 0: a near-zero layer is compared in absolute terms.
+            diff = rel(buffers[key].numpy(), stat.get_value(), floor=1e-2)
+            diffs[path[-1]] = max(diffs[path[-1]], diff)
+        result['running_mean'] = diffs['mean']
+        # Not gated: PyTorch updates running_var with the unbiased batch variance, Flax with
+        # the biased one; they differ by a factor n / (n - 1), n = batch * height * width.
+        result['running_var'] = diffs['var']
     return result
 
 
@@ -592,7 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ok = True
     print(
         f'{"model":<17} {"(K, C, S)":<15} {"PyTorch":>11} {"flaxcnn":>11} {"spec":>11}'
-        f'  {"max rel. |logit diff| eval / train, |running stat diff|"}'
+        '  max rel. diff: logits eval / train, running mean / var'
     )
     for name in args.model or list(MODELS):
         (k, c, s), spec = EXPECTED_PARAMS[name]
@@ -610,7 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 check = '  ' + ' / '.join(f'{v:.1e}' for v in diffs.values())
                 if 'train' not in diffs:
                     check += ' (dropout: eval only)'
-                good &= max(diffs.values()) < 1e-3
+                good &= max(v for k, v in diffs.items() if k != 'running_var') < 1e-4
         ok &= good
         print(
             f'{name:<17} {f"({k}, {c}, {s})":<15} {torch_count:>11,} '

@@ -94,3 +94,14 @@ def test_eval_batches_cover_every_example_once_with_a_mask():
     mask = np.concatenate([b['mask'] for b in batches])
     labels = np.concatenate([b['label'] for b in batches])[mask]
     assert mask.sum() == 13 and labels.tolist() == list(range(13))
+
+
+def test_worker_processes_give_the_same_batches_outside_an_absl_app():
+    ds = _train(_source(), rotation_degrees=10.0)
+    inline = list(
+        itertools.islice(pipeline.train_batches(ds, 3, num_workers=0, prefetch_batches=2), 3)
+    )
+    workers = pipeline.train_batches(ds, 3, num_workers=1, prefetch_batches=2)
+    for a, b in zip(inline, itertools.islice(workers, 3), strict=True):
+        np.testing.assert_array_equal(a['image'], b['image'])
+    workers.close()

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any, Iterator, Sequence
 
 import grain
+from absl import flags
 import numpy as np
 
 from flaxcnn.data import augment
@@ -44,6 +45,8 @@ def _iterate(ds: grain.MapDataset, num_workers: int, prefetch_batches: int) -> I
         grain.ReadOptions(num_threads=1, prefetch_buffer_size=prefetch_batches)
     )
     if num_workers > 0:
+        if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside an absl app
+            flags.FLAGS.mark_as_parsed()  # (library use, notebooks) the defaults apply.
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
     return iter(it_ds)
 
