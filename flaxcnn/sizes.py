@@ -92,8 +92,8 @@ def _pct(value) -> str:
 def main(argv) -> None:
     if len(argv) < 2:
         raise app.UsageError('Usage: python -m flaxcnn.sizes WORKDIR... [--plot=sizes.png]')
-    if not flags.FLAGS['verbosity'].present:
-        logging.set_verbosity(logging.WARNING)
+    if not flags.FLAGS['verbosity'].present:  # Orbax warns about reading an item's metadata.
+        logging.set_verbosity(logging.ERROR)
     rows = [run_sizes(w) for w in argv[1:]]
     print(
         f'{"run":<24} {"model":<18} {"params":>12} {"param MB":>9} {"ckpt MB":>8} '
