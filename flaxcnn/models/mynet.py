@@ -66,42 +66,12 @@ class MyNet(nnx.Module):
 
 
 @register('mynet_v1')
-def mynet_v1(
-    *,
-    num_classes: int,
-    in_channels: int,
-    rngs: nnx.Rngs,
-    image_size: int | Sequence[int] = 90,
-    widths: Sequence[int] = (64, 128),
-    dropout: float = 0.0,
-) -> nnx.Module:
+def mynet_v1(**kwargs) -> nnx.Module:
     """MyNet v1: 64-wide stem, one 128-wide stage, no dropout (1,044,212 params at 52 cls/1 ch/90 px)."""
-    return MyNet(
-        num_classes=num_classes,
-        in_channels=in_channels,
-        widths=widths,
-        dropout=dropout,
-        image_size=image_size,
-        rngs=rngs,
-    )
+    return MyNet(**{'widths': (64, 128), 'dropout': 0.0, **kwargs})
 
 
 @register('mynet_v2')
-def mynet_v2(
-    *,
-    num_classes: int,
-    in_channels: int,
-    rngs: nnx.Rngs,
-    image_size: int | Sequence[int] = 90,
-    widths: Sequence[int] = (32, 64, 128),
-    dropout: float = 0.4,
-) -> nnx.Module:
+def mynet_v2(**kwargs) -> nnx.Module:
     """MyNet v2: 32-wide stem, 64/128 stages, dropout 0.4 (344,468 params at 52 cls/1 ch/90 px)."""
-    return MyNet(
-        num_classes=num_classes,
-        in_channels=in_channels,
-        widths=widths,
-        dropout=dropout,
-        image_size=image_size,
-        rngs=rngs,
-    )
+    return MyNet(**{'widths': (32, 64, 128), 'dropout': 0.4, **kwargs})

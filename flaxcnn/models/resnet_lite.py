@@ -41,7 +41,9 @@ class ResNetLite(nnx.Module):
         blocks_per_stage: int,
         widths: Sequence[int],
         rngs: nnx.Rngs,
+        image_size: int | Sequence[int] | None = None,
     ):
+        del image_size  # global average pooling makes the head independent of the image size
         if len(widths) < 2:
             raise ValueError(
                 f'widths needs a stem width and at least one stage width, got {widths!r}'
@@ -62,52 +64,13 @@ class ResNetLite(nnx.Module):
         return self.head(layers.global_avg_pool(x))
 
 
-def _resnet_lite(blocks_per_stage, *, num_classes, in_channels, rngs, image_size, widths):
-    del image_size  # global average pooling makes the head independent of the image size
-    return ResNetLite(
-        num_classes=num_classes,
-        in_channels=in_channels,
-        blocks_per_stage=blocks_per_stage,
-        widths=widths,
-        rngs=rngs,
-    )
-
-
 @register('resnet_lite_11')
-def resnet_lite_11(
-    *,
-    num_classes: int,
-    in_channels: int,
-    rngs: nnx.Rngs,
-    image_size: int | Sequence[int] = 90,
-    widths: Sequence[int] = (64, 128, 256),
-) -> nnx.Module:
+def resnet_lite_11(**kwargs) -> nnx.Module:
     """ResNet-lite with one BasicBlock per stage (1,165,812 params at 52 cls/1 ch)."""
-    return _resnet_lite(
-        1,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        rngs=rngs,
-        image_size=image_size,
-        widths=widths,
-    )
+    return ResNetLite(blocks_per_stage=1, **{'widths': (64, 128, 256), **kwargs})
 
 
 @register('resnet_lite_22')
-def resnet_lite_22(
-    *,
-    num_classes: int,
-    in_channels: int,
-    rngs: nnx.Rngs,
-    image_size: int | Sequence[int] = 90,
-    widths: Sequence[int] = (64, 128, 256),
-) -> nnx.Module:
+def resnet_lite_22(**kwargs) -> nnx.Module:
     """ResNet-lite with two BasicBlocks per stage (2,641,908 params at 52 cls/1 ch)."""
-    return _resnet_lite(
-        2,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        rngs=rngs,
-        image_size=image_size,
-        widths=widths,
-    )
+    return ResNetLite(blocks_per_stage=2, **{'widths': (64, 128, 256), **kwargs})
