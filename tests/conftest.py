@@ -76,3 +76,22 @@ def smoke_run(tmp_path_factory, data_dir) -> pathlib.Path:
     workdir = tmp_path_factory.mktemp('smoke_run')
     Trainer(config, workdir).run()
     return workdir
+
+
+def tiny_train_state(config, seed: int = 0):
+    """(train graphdef, optimizer, state) of a narrow MyNet v2 on 32x32 glyphs, built by ``config``."""
+    from flax import nnx
+
+    from flaxcnn import models, optim, steps
+
+    model = models.create_model(
+        'mynet_v2',
+        num_classes=52,
+        in_channels=1,
+        image_size=32,
+        rngs=nnx.Rngs(0),
+        widths=(8, 16, 32),
+    )
+    tx = optim.create_optimizer(config)
+    graphdef, _, state = steps.create_train_state(model, tx, seed=seed)
+    return graphdef, tx, state

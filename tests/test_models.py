@@ -1,5 +1,6 @@
 """Tests for flaxcnn.models: registry, parameter counts, shapes, init, modes and layers."""
 
+import functools
 import math
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from flaxcnn import models
 from flaxcnn.models import count_params, create_model, layers, model_names, register
 from flaxcnn.models.__main__ import main as cli_main
 
@@ -25,18 +27,10 @@ EXPECTED_PARAMS = {
 }
 
 
-def abstract_model(name, *, num_classes=52, in_channels=1, image_size=90, **kwargs):
-    """Shape-only model (no parameter initialisation compute)."""
-    return nnx.eval_shape(
-        lambda: create_model(
-            name,
-            num_classes=num_classes,
-            in_channels=in_channels,
-            image_size=image_size,
-            rngs=nnx.Rngs(0),
-            **kwargs,
-        )
-    )
+# Shape-only models at this file's reference setting (overridable per call).
+abstract_model = functools.partial(
+    models.abstract_model, num_classes=52, in_channels=1, image_size=90
+)
 
 
 def abstract_forward(model, shape, **call_kwargs):

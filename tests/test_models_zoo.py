@@ -1,5 +1,6 @@
 """Tests for basic_cnn, resnet50 and proxylessnas_gpu (shape-only evaluation for the big ones)."""
 
+import functools
 import math
 
 import jax
@@ -8,10 +9,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from flaxcnn import models
 from flaxcnn.models import count_params, create_model, model_names, proxylessnas
 from flaxcnn.models.__main__ import count_macs as traced_macs
 from flaxcnn.models.__main__ import main as cli_main
 from flaxcnn.models.proxylessnas import PROXYLESS_GPU_BLOCKS, MBConvSpec
+
+from test_models import abstract_forward
 
 # (name, num_classes, in_channels, image_size) -> trainable parameters of the reference models.
 REFERENCE_PARAMS = {
@@ -22,24 +26,10 @@ REFERENCE_PARAMS = {
 ZOO = ('basic_cnn', 'proxylessnas_gpu', 'resnet50')
 
 
-def abstract_model(name, *, num_classes=95, in_channels=3, image_size=100, **kwargs):
-    """Shape-only model (no parameter initialisation compute)."""
-    return nnx.eval_shape(
-        lambda: create_model(
-            name,
-            num_classes=num_classes,
-            in_channels=in_channels,
-            image_size=image_size,
-            rngs=nnx.Rngs(0),
-            **kwargs,
-        )
-    )
-
-
-def abstract_forward(model, shape, **call_kwargs):
-    """Output ShapeDtypeStruct of ``model`` on a float32 input of ``shape``."""
-    x = jax.ShapeDtypeStruct(shape, jnp.float32)
-    return nnx.eval_shape(lambda m, inputs: m(inputs, **call_kwargs), model, x)
+# Shape-only models at this file's reference setting (overridable per call).
+abstract_model = functools.partial(
+    models.abstract_model, num_classes=95, in_channels=3, image_size=100
+)
 
 
 def modules_of(model, kind):

@@ -12,7 +12,7 @@ from flax import nnx
 
 from flaxcnn import checkpoint, models, optim, steps
 
-from conftest import REPO, run_smoke, smoke_command
+from conftest import REPO, run_smoke, smoke_command, tiny_train_state
 
 
 def _final_state(workdir: pathlib.Path):
@@ -22,21 +22,12 @@ def _final_state(workdir: pathlib.Path):
 
 
 def test_checkpoint_round_trip(smoke_config, tmp_path):
-    model = models.create_model(
-        'mynet_v2',
-        num_classes=52,
-        in_channels=1,
-        image_size=32,
-        rngs=nnx.Rngs(0),
-        widths=(8, 16, 32),
-    )
-    tx = optim.create_optimizer(smoke_config)
-    _, _, state = steps.create_train_state(model, tx, seed=3)
+    _, _, state = tiny_train_state(smoke_config, seed=3)
     state = state.replace(step=state.step + 7)
     ckpts = checkpoint.Checkpoints(tmp_path, max_to_keep=2)
     ckpts.save(7, state, {'class_names': ['a', 'b'], 'progress': {'step': 7}}, valid_accuracy=0.5)
     ckpts.wait()
-    _, _, fresh = steps.create_train_state(model, tx, seed=99)
+    _, _, fresh = tiny_train_state(smoke_config, seed=99)
     restored, meta = ckpts.restore(7, fresh)
     jax.tree.map(np.testing.assert_array_equal, restored, state)
     assert meta['class_names'] == ['a', 'b'] and meta['progress']['step'] == 7

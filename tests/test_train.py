@@ -6,11 +6,10 @@ import jax
 import numpy as np
 import optax
 import pytest
-from flax import nnx
 
-from flaxcnn import models, optim, steps, trainer
+from flaxcnn import steps, trainer
 
-from conftest import run_smoke
+from conftest import run_smoke, tiny_train_state
 
 SUMMARY_KEYS = {
     'best_valid_accuracy',
@@ -26,16 +25,7 @@ SUMMARY_KEYS = {
 
 
 def test_train_step_lowers_the_loss_on_a_fixed_batch(smoke_config):
-    model = models.create_model(
-        'mynet_v2',
-        num_classes=52,
-        in_channels=1,
-        image_size=32,
-        rngs=nnx.Rngs(0),
-        widths=(8, 16, 32),
-    )
-    tx = optim.create_optimizer(smoke_config)
-    graphdef, _, state = steps.create_train_state(model, tx, seed=0)
+    graphdef, tx, state = tiny_train_state(smoke_config)
     step = jax.jit(steps.make_train_step(graphdef, tx, optax.constant_schedule(1e-3)))
     rng = np.random.default_rng(0)
     batch = {

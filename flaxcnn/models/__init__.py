@@ -57,12 +57,28 @@ def create_model(
     )
 
 
+def abstract_model(
+    name: str, *, num_classes: int, in_channels: int, image_size: int | Sequence[int] = 90, **kwargs
+) -> nnx.Module:
+    """Model ``name`` with shapes and dtypes only: no parameter initialisation compute."""
+    return nnx.eval_shape(
+        lambda: create_model(
+            name,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            image_size=image_size,
+            rngs=nnx.Rngs(0),
+            **kwargs,
+        )
+    )
+
+
 def count_params(model: nnx.Module) -> int:
     """Number of trainable scalars (``nnx.Param`` leaves); works on abstract models too."""
     return sum(leaf.size for leaf in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
-__all__ = ['count_params', 'create_model', 'model_names', 'register']
+__all__ = ['abstract_model', 'count_params', 'create_model', 'model_names', 'register']
 
 # Importing the family modules registers their models.
 from flaxcnn.models import basic_cnn, mynet, proxylessnas, resnet, resnet_lite  # noqa: E402,F401

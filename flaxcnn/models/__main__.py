@@ -12,21 +12,15 @@ import jax.extend.core
 import jax.numpy as jnp
 from flax import nnx
 
-from flaxcnn.models import count_params, create_model, model_names
+from flaxcnn.models import abstract_model, count_params, model_names
 
 
 def summarize(
     name: str, *, num_classes: int, in_channels: int, image_size: int
 ) -> tuple[int, tuple[int, ...]]:
     """(trainable parameter count, output shape for a batch of 1) of model ``name``, without real compute."""
-    model = nnx.eval_shape(
-        lambda: create_model(
-            name,
-            num_classes=num_classes,
-            in_channels=in_channels,
-            image_size=image_size,
-            rngs=nnx.Rngs(0),
-        )
+    model = abstract_model(
+        name, num_classes=num_classes, in_channels=in_channels, image_size=image_size
     )
     model.eval()
     x = jax.ShapeDtypeStruct((1, image_size, image_size, in_channels), jnp.float32)
@@ -52,14 +46,8 @@ def _jaxpr_macs(jaxpr: jax.extend.core.Jaxpr) -> int:
 
 def count_macs(name: str, *, num_classes: int, in_channels: int, image_size: int) -> int:
     """Multiply-adds of model ``name`` (eval mode) on one image: every conv and matmul, traced."""
-    model = nnx.eval_shape(
-        lambda: create_model(
-            name,
-            num_classes=num_classes,
-            in_channels=in_channels,
-            image_size=image_size,
-            rngs=nnx.Rngs(0),
-        )
+    model = abstract_model(
+        name, num_classes=num_classes, in_channels=in_channels, image_size=image_size
     )
     model.eval()
     graphdef, state = nnx.split(model)
