@@ -9,6 +9,7 @@ or kill never leaves a checkpoint that a restart would read half-written.
 
 from __future__ import annotations
 
+import logging
 import pathlib
 from typing import Any
 
@@ -19,6 +20,17 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 from flaxcnn.steps import TrainState
 
 VALID_METRIC = 'valid_accuracy'
+
+
+class _MidEpochSaveFilter(logging.Filter):
+    """Drops Orbax's warning for saves without metrics: mid-epoch checkpoints have none by
+    design (they are never candidates for best), so it would repeat at every one of them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return 'did not provide metrics' not in record.getMessage()
+
+
+logging.getLogger('absl').addFilter(_MidEpochSaveFilter())
 
 
 def read_arrays(state_dir: str | pathlib.Path) -> Any:
@@ -53,6 +65,7 @@ class Checkpoints:
                 best_fn=lambda m: m[VALID_METRIC],
                 best_mode='max',
                 create=True,
+                cleanup_tmp_directories=True,  # left by a run killed while saving
             ),
             item_names=('state', 'meta'),
         )
@@ -75,12 +88,24 @@ class Checkpoints:
     ) -> None:
         """Saves asynchronously; ``valid_accuracy`` marks an epoch-end candidate for best."""
         metrics = None if valid_accuracy is None else {VALID_METRIC: valid_accuracy}
-        self.manager.save(
-            step,
-            metrics=metrics,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
-            ),
+        try:  # also reports a failure of the previous, asynchronous save
+            self.manager.save(
+                step,
+                metrics=metrics,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+                ),
+            )
+        except Exception as e:
+            raise self._save_error(e) from None
+
+    def _save_error(self, cause: Exception) -> OSError:
+        complete = [int(p.name) for p in self.directory.iterdir() if p.name.isdigit()]
+        kept = f'step {max(complete)} is' if complete else 'none had been'
+        return OSError(
+            f'Saving a checkpoint in {self.directory} failed (full disk?): {cause}\n'
+            f'The complete checkpoints are untouched ({kept} saved); free some space or choose '
+            'another --workdir, then re-run the same command to resume.'
         )
 
     def read_meta(self, step: int) -> dict[str, Any]:
@@ -100,7 +125,10 @@ class Checkpoints:
 
     def wait(self) -> None:
         """Blocks until pending asynchronous saves are complete."""
-        self.manager.wait_until_finished()
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:
+            raise self._save_error(e) from None
 
     def close(self) -> None:
         """Finishes pending saves and releases the manager."""

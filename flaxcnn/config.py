@@ -53,6 +53,12 @@ def default_config() -> ml_collections.ConfigDict:
     config.checkpoint.max_to_keep = 2  # latest N, kept beside the best one
 
     config.log_every_steps = 10
+
+    config.distributed = ml_collections.ConfigDict()  # several processes (hosts); see README
+    config.distributed.coordinator_address = ''  # host:port of process 0; '' = from the env
+    config.distributed.num_processes = 0  # 0 = JAX_NUM_PROCESSES, else one process
+    config.distributed.process_id = -1  # -1 = JAX_PROCESS_ID
+    config.distributed.auto_detect = False  # let JAX detect SLURM / Open MPI / k8s / TPU
     return config
 
 

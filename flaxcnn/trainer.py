@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import json
-import logging
 import os
 import pathlib
 import resource
@@ -20,7 +19,8 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from flaxcnn import checkpoint, evaluation, models, ops, optim, steps
+from flaxcnn import checkpoint, distributed, evaluation, models, ops, optim, steps
+from flaxcnn.config import default_config
 from flaxcnn.data import datasets, pipeline
 from flaxcnn.metric_writers import MetricWriter
 
@@ -97,8 +97,10 @@ class Trainer:
     """One run of ``config`` in ``workdir``; ``run()`` trains (or resumes) and evaluates."""
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | pathlib.Path):
+        distributed.initialize(config.distributed)
         self.config = config
         self.workdir = pathlib.Path(workdir)
+        self.is_primary = distributed.is_primary()
         _check_writable(self.workdir)
         start = time.perf_counter()
         self.dataset = datasets.load(config.dataset)
@@ -141,7 +143,8 @@ class Trainer:
             _check_identity(self.workdir, self.checkpoints.read_meta(latest), self.identity)
             self.state, meta = self.checkpoints.restore(latest, self.state)
             self.progress = meta['progress']
-            logging.info('Resuming %s from step %d.', self.workdir, latest)
+            if self.is_primary:
+                print(f'Resuming {self.workdir} from step {latest}.', file=sys.stderr, flush=True)
         self._train_step = steps.jit_train_step(
             steps.make_train_step(train_graphdef, tx, self.schedule.fn), self.mesh
         )
@@ -163,6 +166,7 @@ class Trainer:
         config = ml_collections.ConfigDict(ckpts.read_meta(latest)['config'])
         ckpts.close()
         config.dataset.update(dataset_overrides)
+        config.distributed = default_config().distributed  # this process alone
         return cls(config, workdir)
 
     def restore_best(self) -> int | None:
@@ -176,7 +180,8 @@ class Trainer:
         """Per-class metrics of an ``evaluate`` result, written to ``<workdir>/eval/<split>.{json,png}``."""
         metrics = evaluation.class_metrics(result['confusion'], self.dataset.class_names)
         metrics['loss'] = result['loss']
-        evaluation.write_report(metrics, self.workdir / 'eval', split)
+        if self.is_primary:
+            evaluation.write_report(metrics, self.workdir / 'eval', split)
         return metrics
 
     def _batch_spec(self, batch_size: int, with_mask: bool) -> dict[str, jax.ShapeDtypeStruct]:
@@ -204,6 +209,8 @@ class Trainer:
             mean=self.mean,
             std=self.std,
             center_crop=self.config.input.center_crop,
+            shard_index=jax.process_index(),
+            num_shards=jax.process_count(),
         ):
             out = self.eval_step(self.state, self._to_device(batch))
             totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
@@ -223,8 +230,9 @@ class Trainer:
         }
 
     def _clock(self) -> float:
-        """Training seconds of the whole run so far (earlier sessions included)."""
-        return self._seconds_before + time.perf_counter() - self._session_start
+        """Training seconds of the whole run so far (earlier sessions included), as process 0
+        counts them: every process must stop at the same step and use the same learning rate."""
+        return distributed.agree(self._seconds_before + time.perf_counter() - self._session_start)
 
     def _out_of_time(self) -> bool:
         """Whether the time budget is spent; remembers the clock when it first is."""
@@ -265,6 +273,7 @@ class Trainer:
             desc=f'epoch {epoch + 1}/{config.num_epochs}',
             file=sys.stderr,
             dynamic_ncols=True,
+            disable=not self.is_primary,
         )
         while step < (epoch + 1) * spe and not self._out_of_time():
             clock = self._clock() if self.schedule.clock == 'seconds' else step
@@ -303,7 +312,7 @@ class Trainer:
             jax.ShapeDtypeStruct((), jnp.float32),
         ).compile()
         self.compile_seconds += time.perf_counter() - start
-        self.writer = MetricWriter(self.workdir, resume_step=step)
+        self.writer = MetricWriter(self.workdir, resume_step=step) if self.is_primary else None
         self._session_start = time.perf_counter()
         self._seconds_before = self.progress['train_seconds']
         self._stopped_at = None
@@ -318,6 +327,8 @@ class Trainer:
                 rotation_degrees=config.input.rotation_degrees,
                 flip=config.input.flip,
                 center_crop=config.input.center_crop,
+                shard_index=jax.process_index(),
+                num_shards=jax.process_count(),
             ),
             step,
             num_workers=config.input.num_workers,
@@ -346,25 +357,26 @@ class Trainer:
             )
             train_loss, train_acc = s['loss'] / s['count'], s['correct'] / s['count']
             lr_clock = trained_seconds if self.schedule.clock == 'seconds' else step
-            self.writer.write(
-                step,
-                {
-                    'epoch': step / spe,
-                    'train_loss': float(train_loss),
-                    'train_accuracy': float(train_acc),
-                    'valid_loss': valid['loss'],
-                    'valid_accuracy': valid['accuracy'],
-                    'learning_rate': float(self.schedule.fn(lr_clock)),
-                    'images_per_second': (step - first_step) * config.batch_size / train_time,
-                    'elapsed_seconds': trained_seconds,
-                },
-            )
             self.checkpoints.save(step, self.state, self._meta(), valid_accuracy=valid['accuracy'])
-            tqdm.write(
-                f'epoch {step / spe:.2f}: train loss {train_loss:.4f} acc {train_acc:.4f} | '
-                f'valid loss {valid["loss"]:.4f} acc {valid["accuracy"]:.4f}',
-                file=sys.stderr,
-            )
+            if self.is_primary:
+                self.writer.write(
+                    step,
+                    {
+                        'epoch': step / spe,
+                        'train_loss': float(train_loss),
+                        'train_accuracy': float(train_acc),
+                        'valid_loss': valid['loss'],
+                        'valid_accuracy': valid['accuracy'],
+                        'learning_rate': float(self.schedule.fn(lr_clock)),
+                        'images_per_second': (step - first_step) * config.batch_size / train_time,
+                        'elapsed_seconds': trained_seconds,
+                    },
+                )
+                tqdm.write(
+                    f'epoch {step / spe:.2f}: train loss {train_loss:.4f} acc {train_acc:.4f} | '
+                    f'valid loss {valid["loss"]:.4f} acc {valid["accuracy"]:.4f}',
+                    file=sys.stderr,
+                )
         stopped_by = 'epochs' if step >= self.total_steps else 'time_budget'
         if stopped_by == 'time_budget':
             self.progress['train_seconds'] = self._stopped_at
@@ -394,17 +406,21 @@ class Trainer:
             'dataset_prepare_seconds': self.dataset.prepare_seconds,
             'peak_rss_mb': _peak_rss_mb(),
             'num_devices': self.num_devices,
+            'num_processes': jax.process_count(),
         }
+        self.checkpoints.close()
+        if not self.is_primary:
+            return summary
         _write_json_atomic(self.workdir / 'summary.json', summary)
         self.writer.close()
-        self.checkpoints.close()
         print(
             f'{summary["dataset"]} {summary["model"]}: best valid '
             f'{summary["best_valid_accuracy"]:.2%}, test {summary["test_accuracy"]:.2%}, '
             f'{summary["epochs_completed"]:.2f} epochs in {summary["train_seconds"]:.0f} s '
             f'({stopped_by}), {images_per_second:,.0f} img/s, compile '
             f'{self.compile_seconds:.1f} s, data {self.dataset_seconds:.1f} s, '
-            f'{self.num_devices} device(s) -> {self.workdir / "summary.json"}',
+            f'{self.num_devices} device(s) in {jax.process_count()} process(es) -> '
+            f'{self.workdir / "summary.json"}',
             flush=True,
         )
         return summary

@@ -105,3 +105,36 @@ def test_worker_processes_give_the_same_batches_outside_an_absl_app():
     for a, b in zip(inline, itertools.islice(workers, 3), strict=True):
         np.testing.assert_array_equal(a['image'], b['image'])
     workers.close()
+
+
+@pytest.mark.parametrize('num_shards', [2, 5])
+def test_process_shards_are_the_rows_of_the_global_batches(num_shards):
+    ds = lambda **kw: _train(_source(23), batch_size=10, rotation_degrees=10.0, **kw)
+    stream = lambda d, start: pipeline.train_batches(d, start, num_workers=0, prefetch_batches=2)
+    whole = list(itertools.islice(stream(ds(), 1), 5))  # 2 steps an epoch: crosses epochs
+    shards = [
+        list(itertools.islice(stream(ds(shard_index=p, num_shards=num_shards), 1), 5))
+        for p in range(num_shards)
+    ]
+    for step, batch in enumerate(whole):
+        for key in ('image', 'label'):
+            joined = np.concatenate([shards[p][step][key] for p in range(num_shards)])
+            np.testing.assert_array_equal(joined, batch[key])
+
+
+def test_eval_shards_are_the_rows_of_the_global_batches():
+    source = _source(13)
+    batches = lambda **kw: list(
+        pipeline.eval_batches(source, batch_size=6, mean=(0.0,), std=(1.0,), **kw)
+    )
+    whole = batches()
+    shards = [batches(shard_index=p, num_shards=3) for p in range(3)]
+    assert len(whole) == 3 and all(len(s) == 3 for s in shards)
+    for i, batch in enumerate(whole):
+        for key in ('image', 'label', 'mask'):
+            np.testing.assert_array_equal(np.concatenate([s[i][key] for s in shards]), batch[key])
+
+
+def test_batch_not_divisible_by_processes_is_an_error():
+    with pytest.raises(ValueError, match=r'batch_size=5 is not divisible by the number of proc'):
+        _train(_source(), num_shards=2)

@@ -10,6 +10,7 @@ from typing import Any, Mapping, Sequence
 import ml_collections
 import tensorflow_datasets as tfds
 
+from flaxcnn import distributed
 from flaxcnn.data import folders, glyphs
 
 SPLITS = ('train', 'validation', 'test')
@@ -74,10 +75,13 @@ def builder(cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
 
 def load(cfg: ml_collections.ConfigDict) -> Dataset:
     """Prepares ``config.dataset`` if it is not on disk yet and opens its splits."""
-    b = builder(cfg)
     start = time.perf_counter()
-    prepared = b.is_prepared()
-    if not prepared:
+    prepared = builder(cfg).is_prepared()
+    if distributed.is_primary() and not prepared:
+        builder(cfg).download_and_prepare()
+    distributed.barrier('flaxcnn.datasets.load')  # the others wait for process 0,
+    b = builder(cfg)  # (a builder reads the dataset's info when it is made)
+    if not b.is_prepared():  # then prepare their own copy if they do not share its disk.
         b.download_and_prepare()
     prepare_seconds = 0.0 if prepared else time.perf_counter() - start
     sources = b.as_data_source()

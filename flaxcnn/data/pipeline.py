@@ -51,6 +51,14 @@ def _iterate(ds: grain.MapDataset, num_workers: int, prefetch_batches: int) -> I
     return iter(it_ds)
 
 
+def _shard_size(batch_size: int, num_shards: int, name: str) -> int:
+    if batch_size % num_shards:
+        raise ValueError(
+            f'{name}={batch_size} is not divisible by the number of processes ({num_shards}).'
+        )
+    return batch_size // num_shards
+
+
 def train_dataset(
     source: Sequence[dict[str, Any]],
     *,
@@ -61,25 +69,33 @@ def train_dataset(
     rotation_degrees: float = 0.0,
     flip: bool = False,
     center_crop: int = 0,
+    shard_index: int = 0,
+    num_shards: int = 1,
 ) -> grain.MapDataset:
     """Endless batches: each epoch a new seeded shuffle, then augmentation, batching, normalization.
 
-    Element ``i`` is batch ``i`` of the whole run, so a run's data position is its step.
-    Only full batches are used; the remainder of an epoch's shuffle is left out.
+    Element ``i`` is global batch ``i`` of the whole run (so a run's data position is its
+    step), or with ``num_shards`` processes, this process's rows ``[shard_index * b,
+    (shard_index + 1) * b)`` of it, ``b = batch_size / num_shards``: each process reads and
+    augments only its own examples, and the global batches are the same for any process
+    count. Only full batches are used; the remainder of an epoch's shuffle is left out.
     """
     if len(source) < batch_size:
         raise ValueError(
             f'batch_size {batch_size} is larger than the train split ({len(source)} examples).'
         )
+    shard_size = _shard_size(batch_size, num_shards, 'batch_size')
+    # Indices beyond an epoch's length map to the next epoch, reshuffled (grain's epochs).
     ds = grain.MapDataset.source(source).shuffle(seed=seed)
+    ds = ds[: len(source) // batch_size * batch_size]
     if center_crop:
         ds = ds.map(augment.CenterCrop(center_crop))
     if rotation_degrees:
         ds = ds.random_map(augment.RandomRotation(rotation_degrees), seed=seed)
     if flip:
         ds = ds.random_map(augment.RandomFlip(), seed=seed + 1)
-    ds = ds.batch(batch_size, drop_remainder=True)
-    return ds.repeat(None).map(Normalize(tuple(mean), tuple(std)))
+    ds = ds.batch(shard_size).repeat(None)[shard_index::num_shards]
+    return ds.map(Normalize(tuple(mean), tuple(std)))
 
 
 def train_batches(
@@ -90,20 +106,15 @@ def train_batches(
 
 
 @dataclasses.dataclass(frozen=True)
-class _PadBatch(grain.transforms.Map):
-    """Pads a short last batch to ``batch_size``; ``mask`` marks the real examples."""
+class _ExampleOrPadding(grain.transforms.Map):
+    """Index ``k`` -> example ``k`` of ``source`` with ``mask`` True, or zeros with ``mask`` False."""
 
-    batch_size: int
+    source: Sequence[dict[str, Any]]
 
-    def map(self, batch):
-        n = len(batch['label'])
-        pad = self.batch_size - n
-        out = {
-            k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) if pad else v
-            for k, v in batch.items()
-        }
-        out['mask'] = np.arange(self.batch_size) < n
-        return out
+    def map(self, k):
+        if k < len(self.source):
+            return {**self.source[k], 'mask': True}
+        return {**{k: np.zeros_like(v) for k, v in self.source[0].items()}, 'mask': False}
 
 
 def eval_batches(
@@ -113,16 +124,20 @@ def eval_batches(
     mean,
     std,
     center_crop: int = 0,
+    shard_index: int = 0,
+    num_shards: int = 1,
     num_workers: int = 0,
     prefetch_batches: int = 2,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Every example once, in order, in fixed-size batches with a ``mask``."""
-    ds = grain.MapDataset.source(source)
+    """Every example once, in order, in fixed-size batches padded at the end, with a ``mask``.
+
+    With ``num_shards`` processes, this process gets its rows of each global batch (as
+    ``train_dataset``).
+    """
+    shard_size = _shard_size(batch_size, num_shards, 'eval_batch_size')
+    num_batches = -(-len(source) // batch_size)
+    ds = grain.MapDataset.range(num_batches * batch_size).map(_ExampleOrPadding(source))
     if center_crop:
         ds = ds.map(augment.CenterCrop(center_crop))
-    ds = (
-        ds.batch(batch_size, drop_remainder=False)
-        .map(_PadBatch(batch_size))
-        .map(Normalize(tuple(mean), tuple(std)))
-    )
+    ds = ds.batch(shard_size)[shard_index::num_shards].map(Normalize(tuple(mean), tuple(std)))
     return _iterate(ds, num_workers, prefetch_batches)

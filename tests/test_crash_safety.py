@@ -1,0 +1,92 @@
+"""SIGKILL at random moments, mid-save included: every restart resumes from the last complete
+checkpoint, never a partial one, and the run ends exactly where an uninterrupted one does."""
+
+import json
+import pathlib
+import random
+import signal
+import subprocess
+import time
+
+import jax
+import numpy as np
+
+from flaxcnn import checkpoint
+
+from conftest import REPO, run_smoke, smoke_command
+
+RUN = ('--config.num_epochs=4', '--config.checkpoint.every_steps=1')  # 24 steps, each saved
+PARTIAL = '.orbax-checkpoint-tmp'  # Orbax writes here, then renames to <step>
+
+
+def _complete_steps(workdir: pathlib.Path) -> list[int]:
+    ckpts = workdir / 'checkpoints'
+    return sorted(int(p.name) for p in ckpts.glob('*') if p.name.isdigit())
+
+
+def _partial(workdir: pathlib.Path, since: float = 0.0) -> list[str]:
+    """Half-written checkpoints (modified after ``since``, a ``time.time()``)."""
+    found = (workdir / 'checkpoints').glob(f'*{PARTIAL}*')
+    return [p.name for p in found if p.stat().st_mtime >= since]
+
+
+def _final(workdir: pathlib.Path):
+    last = _complete_steps(workdir)[-1]
+    return last, checkpoint.read_arrays(workdir / 'checkpoints' / str(last) / 'state')
+
+
+def _kill(proc, workdir: pathlib.Path, moment: str, rng: random.Random) -> None:
+    """SIGKILLs ``proc`` at a random ``moment``: 'start-up', 'training' or 'mid-save'."""
+    launched, done = time.time(), _complete_steps(workdir)
+    deadline = time.monotonic() + (rng.uniform(0.5, 3.0) if moment == 'start-up' else 60)
+    while proc.poll() is None and time.monotonic() < deadline:
+        if moment == 'mid-save' and _partial(workdir, since=launched):
+            break
+        if moment == 'training' and _complete_steps(workdir) != done:  # it is saving anew
+            time.sleep(rng.uniform(0.0, 1.5))
+            break
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_random_kills_lose_only_unsaved_steps(tmp_path, data_dir):
+    reference, run = tmp_path / 'reference', tmp_path / 'killed'
+    run_smoke(reference, data_dir, *RUN)
+    rng = random.Random(0)
+    kills = kills_mid_save = 0
+    moments = ('mid-save', 'training', 'start-up', 'mid-save', 'training')
+    for attempt, moment in enumerate(moments):
+        resume_from = (_complete_steps(run) or [None])[-1]
+        log = tmp_path / f'attempt{attempt}.log'
+        with open(log, 'w') as err:
+            proc = subprocess.Popen(
+                smoke_command(run, data_dir, *RUN), cwd=REPO, stdout=err, stderr=err
+            )
+            _kill(proc, run, moment, rng)
+        if proc.returncode == -signal.SIGKILL:
+            kills += 1
+            kills_mid_save += bool(moment == 'mid-save' and _partial(run))
+        else:
+            assert proc.returncode == 0, log.read_text()[-3000:]
+        text = log.read_text()
+        if resume_from is None:
+            assert 'Resuming' not in text
+        elif 'Resuming' in text:  # (a kill during start-up may come before it)
+            assert f'from step {resume_from}.' in text, text[-3000:]
+    assert kills >= 4 and kills_mid_save >= 1, (kills, kills_mid_save)
+
+    out = run_smoke(run, data_dir, *RUN)
+    assert not _partial(run)
+    ref_step, ref_state = _final(reference)
+    step, state = _final(run)
+    assert step == ref_step == 24
+    jax.tree.map(np.testing.assert_array_equal, state, ref_state)
+    summary = json.loads((run / 'summary.json').read_text())
+    assert (
+        summary['test_accuracy']
+        == json.loads((reference / 'summary.json').read_text())['test_accuracy']
+    )
+    records = [json.loads(l) for l in (run / 'metrics.jsonl').read_text().splitlines()]
+    assert [r['step'] for r in records] == [6, 12, 18, 24]
+    assert 'best valid' in out.stdout
