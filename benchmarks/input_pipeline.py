@@ -45,28 +45,23 @@ TARGET_RATIO = 3.0
 
 
 def load_dataset(config):
-    """The config's dataset and the (mean, std) the trainer normalizes with."""
-    from flaxcnn import trainer
+    """The config's dataset and the seconds it took to load (or prepare)."""
     from flaxcnn.data import datasets
 
     start = time.perf_counter()
     dataset = datasets.load(config.dataset)
-    seconds = time.perf_counter() - start
-    return dataset, trainer.normalization(config, dataset), seconds
+    return dataset, time.perf_counter() - start
 
 
-def train_batches(config, dataset, mean_std, num_workers: int):
+def train_batches(config, dataset, num_workers: int):
     """The trainer's training batch iterator (as built in ``Trainer.run``) from step 0."""
     from flaxcnn.data import pipeline
 
-    mean, std = mean_std
     return pipeline.train_batches(
         pipeline.train_dataset(
             dataset.splits['train'],
             batch_size=config.batch_size,
             seed=config.seed,
-            mean=mean,
-            std=std,
             rotation_degrees=config.input.rotation_degrees,
             flip=config.input.flip,
             center_crop=config.input.center_crop,
@@ -78,11 +73,11 @@ def train_batches(config, dataset, mean_std, num_workers: int):
 
 
 def measure_pipeline(
-    config, dataset, mean_std, *, num_workers: int, batches: int, warmup: int
+    config, dataset, *, num_workers: int, batches: int, warmup: int
 ) -> dict[str, Any]:
     """Images/s of ``batches`` batches after start-up and ``warmup`` batches."""
     start = time.perf_counter()
-    it = train_batches(config, dataset, mean_std, num_workers)
+    it = train_batches(config, dataset, num_workers)
     try:
         first = next(it)
         startup = time.perf_counter() - start
@@ -123,7 +118,7 @@ def step_spec(config, dataset, steps: int) -> train_step.Spec:
 
 
 def benchmark(name: str, config, args, emit) -> list[dict[str, Any]]:
-    dataset, mean_std, load_seconds = load_dataset(config)
+    dataset, load_seconds = load_dataset(config)
     print(
         f'# {name}: {len(dataset.splits["train"]):,} train images {dataset.image_shape}, '
         f'batch {config.batch_size}, loaded in {load_seconds:.1f} s '
@@ -136,7 +131,6 @@ def benchmark(name: str, config, args, emit) -> list[dict[str, Any]]:
         row = measure_pipeline(
             config,
             dataset,
-            mean_std,
             num_workers=workers,
             batches=args.batches,
             warmup=args.warmup,

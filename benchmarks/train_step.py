@@ -6,7 +6,8 @@ The step is built exactly as ``flaxcnn.trainer.Trainer`` builds it: ``create_mod
 one-axis device mesh, state donated and replicated, batch sharded, BatchNorm statistics
 updated, dropout on (key folded from the step). Each timed step also moves the host batch to
 the device with ``jax.make_array_from_process_local_data`` as the trainer does, and ends with
-``jax.block_until_ready``. Inputs and labels are random (fixed seed), fp32.
+``jax.block_until_ready``. Images are random uint8 pixels (fixed seed), normalized to fp32 inside
+flaxcnn's step as in training, and on the host beforehand for PyTorch; labels are random.
 
 Reported per run: images/s = batch / median step time over ``--steps`` (>= 10) timed steps
 after ``--warmup`` steps; compile seconds (lower + compile); peak RSS (``getrusage``) of the
@@ -106,11 +107,16 @@ def preset_spec(model: str, **overrides: Any) -> Spec:
     return dataclasses.replace(spec, **{k: v for k, v in overrides.items() if v is not None})
 
 
+# Random uint8 pixels are normalized with these, on the device by flaxcnn's step (as in
+# training) and beforehand on the host for PyTorch (as its DataLoader's transforms would).
+PIXEL_MEAN, PIXEL_STD = 127.5, 73.9
+
+
 def random_batch(spec: Spec) -> tuple[np.ndarray, np.ndarray]:
-    """NHWC float32 images ~ N(0, 1) and int32 labels, the same for both frameworks."""
+    """NHWC uint8 images and int32 labels, the same for both frameworks."""
     rng = np.random.default_rng(spec.seed)
     shape = (spec.batch_size, spec.image_size, spec.image_size, spec.in_channels)
-    images = rng.standard_normal(shape, dtype=np.float32)
+    images = rng.integers(0, 256, shape, dtype=np.uint8)
     labels = rng.integers(0, spec.num_classes, spec.batch_size).astype(np.int32)
     return images, labels
 
@@ -198,12 +204,21 @@ def measure_flaxcnn(spec: Spec) -> dict[str, Any]:
     sharding = steps.batch_sharding(mesh)
     shape = (spec.batch_size, spec.image_size, spec.image_size, spec.in_channels)
     batch_spec = {
-        'image': jax.ShapeDtypeStruct(shape, jnp.float32, sharding=sharding),
+        'image': jax.ShapeDtypeStruct(shape, jnp.uint8, sharding=sharding),
         'label': jax.ShapeDtypeStruct((spec.batch_size,), jnp.int32, sharding=sharding),
     }
     start = time.perf_counter()
     train_step = (
-        steps.jit_train_step(steps.make_train_step(train_graphdef, tx, schedule.fn), mesh)
+        steps.jit_train_step(
+            steps.make_train_step(
+                train_graphdef,
+                tx,
+                schedule.fn,
+                mean=(PIXEL_MEAN,) * spec.in_channels,
+                std=(PIXEL_STD,) * spec.in_channels,
+            ),
+            mesh,
+        )
         .lower(state, batch_spec, jax.ShapeDtypeStruct((), jnp.float32))
         .compile()
     )
@@ -274,6 +289,7 @@ def measure_torch(spec: Spec, memory_format: str) -> dict[str, Any]:
     else:
         raise ValueError(f'no PyTorch optimizer for {spec.optimizer!r}')
     images, labels = random_batch(spec)
+    images = (images.astype(np.float32) - PIXEL_MEAN) / PIXEL_STD
     images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))  # what a torch loader yields
     labels = labels.astype(np.int64)
 

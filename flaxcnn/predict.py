@@ -37,8 +37,6 @@ class Predictor:
         self.class_names = meta['class_names']
         self.stored_shape = meta['stored_image_shape']
         self.input_shape = meta['image_shape']
-        self.mean = np.asarray(meta['mean'], np.float32)
-        self.std = np.asarray(meta['std'], np.float32)
         self.resize = config.dataset.get('resize', 'crop')
         self.center_crop = config.input.center_crop
         ops.set_implementation(config.ops)
@@ -59,13 +57,15 @@ class Predictor:
 
         @jax.jit
         def probabilities(images):
-            logits = nnx.merge(eval_graphdef, state.params, state.batch_stats)(images)
+            model = nnx.merge(eval_graphdef, state.params, state.batch_stats)
+            logits = model(steps.normalize(images, meta['mean'], meta['std']))
             return jax.nn.softmax(logits)
 
         self._probabilities = probabilities
 
     def load(self, path: str) -> np.ndarray:
-        """The normalized model input for one image file (raises ValueError if unreadable)."""
+        """One image file as the pipeline gives it to the model: uint8, at the training size
+        (raises ValueError if unreadable)."""
         height, _, channels = self.stored_shape
         image, error = folders.load_image(
             path, image_size=height, channels=channels, resize=self.resize
@@ -74,7 +74,7 @@ class Predictor:
             raise ValueError(f'{path}: cannot read this image ({error}).')
         if self.center_crop:
             image = augment.CenterCrop(self.center_crop).map({'image': image})['image']
-        return (image.astype(np.float32) - self.mean) / self.std
+        return image
 
     def predict(self, images: list[np.ndarray]) -> np.ndarray:
         """Class probabilities, one row per ``load``-ed image."""

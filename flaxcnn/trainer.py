@@ -146,11 +146,17 @@ class Trainer:
             if self.is_primary:
                 print(f'Resuming {self.workdir} from step {latest}.', file=sys.stderr, flush=True)
         self._train_step = steps.jit_train_step(
-            steps.make_train_step(train_graphdef, tx, self.schedule.fn), self.mesh
+            steps.make_train_step(
+                train_graphdef, tx, self.schedule.fn, mean=self.mean, std=self.std
+            ),
+            self.mesh,
         )
         start = time.perf_counter()
         self.eval_step = (
-            steps.jit_eval_step(steps.make_eval_step(eval_graphdef, num_classes), self.mesh)
+            steps.jit_eval_step(
+                steps.make_eval_step(eval_graphdef, num_classes, mean=self.mean, std=self.std),
+                self.mesh,
+            )
             .lower(self.state, self._batch_spec(config.eval_batch_size, with_mask=True))
             .compile()
         )
@@ -188,7 +194,7 @@ class Trainer:
         sharding = steps.batch_sharding(self.mesh)
         spec = {
             'image': jax.ShapeDtypeStruct(
-                (batch_size, *self.input_shape), jnp.float32, sharding=sharding
+                (batch_size, *self.input_shape), jnp.uint8, sharding=sharding
             ),
             'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=sharding),
         }
@@ -206,8 +212,6 @@ class Trainer:
         for batch in pipeline.eval_batches(
             self.dataset.splits[split],
             batch_size=self.config.eval_batch_size,
-            mean=self.mean,
-            std=self.std,
             center_crop=self.config.input.center_crop,
             shard_index=jax.process_index(),
             num_shards=jax.process_count(),
@@ -322,8 +326,6 @@ class Trainer:
                 self.dataset.splits['train'],
                 batch_size=config.batch_size,
                 seed=config.seed,
-                mean=self.mean,
-                std=self.std,
                 rotation_degrees=config.input.rotation_degrees,
                 flip=config.input.flip,
                 center_crop=config.input.center_crop,

@@ -21,7 +21,7 @@ def _labels(batches, k):
 
 
 def _train(source, **kw):
-    args = dict(batch_size=5, seed=0, rotation_degrees=0.0, mean=(0.0,), std=(1.0,))
+    args = dict(batch_size=5, seed=0, rotation_degrees=0.0)
     return pipeline.train_dataset(source, **{**args, **kw})
 
 
@@ -57,16 +57,12 @@ def test_resuming_at_a_step_continues_the_same_stream():
         np.testing.assert_array_equal(a['label'], b['label'])
 
 
-def test_normalization_uses_the_given_statistics():
+def test_batches_hold_the_stored_uint8_images_and_int32_labels():
     source = _source()
-    batch = next(
-        pipeline.train_batches(
-            _train(source, mean=(100.0,), std=(50.0,)), 0, num_workers=0, prefetch_batches=2
-        )
-    )
-    assert batch['image'].dtype == np.float32 and batch['label'].dtype == np.int32
-    raw = np.stack([source[i]['image'] for i in batch['label']]).astype(np.float32)
-    np.testing.assert_allclose(batch['image'], (raw - 100.0) / 50.0, rtol=1e-6)
+    batch = next(pipeline.train_batches(_train(source), 0, num_workers=0, prefetch_batches=2))
+    assert batch['image'].dtype == np.uint8 and batch['label'].dtype == np.int32
+    raw = np.stack([source[i]['image'] for i in batch['label']])
+    np.testing.assert_array_equal(batch['image'], raw)
 
 
 def test_batch_larger_than_split_is_an_error():
@@ -89,7 +85,7 @@ def test_rotation_is_small_and_not_a_flip():
 
 def test_eval_batches_cover_every_example_once_with_a_mask():
     source = _source(13)
-    batches = list(pipeline.eval_batches(source, batch_size=5, mean=(0.0,), std=(1.0,)))
+    batches = list(pipeline.eval_batches(source, batch_size=5))
     assert [b['image'].shape[0] for b in batches] == [5, 5, 5]
     mask = np.concatenate([b['mask'] for b in batches])
     labels = np.concatenate([b['label'] for b in batches])[mask]
@@ -124,9 +120,7 @@ def test_process_shards_are_the_rows_of_the_global_batches(num_shards):
 
 def test_eval_shards_are_the_rows_of_the_global_batches():
     source = _source(13)
-    batches = lambda **kw: list(
-        pipeline.eval_batches(source, batch_size=6, mean=(0.0,), std=(1.0,), **kw)
-    )
+    batches = lambda **kw: list(pipeline.eval_batches(source, batch_size=6, **kw))
     whole = batches()
     shards = [batches(shard_index=p, num_shards=3) for p in range(3)]
     assert len(whole) == 3 and all(len(s) == 3 for s in shards)

@@ -131,9 +131,11 @@ def test_predictor_converts_images_like_the_training_pipeline(smoke_run, tmp_pat
         Image.fromarray(test[i]['image'][..., 0]).save(paths[-1])
     predictor = Predictor(str(smoke_run))
     probs = predictor.predict([predictor.load(str(p)) for p in paths])
-    images = np.stack(
-        [(test[i]['image'].astype(np.float32) - trainer.mean) / trainer.std for i in range(8)]
-    )
-    for path, image in zip(paths, images, strict=True):
-        np.testing.assert_allclose(predictor.load(str(path)), image, atol=1e-5)
+    for i, path in enumerate(paths):
+        np.testing.assert_array_equal(predictor.load(str(path)), test[i]['image'])
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    # The same model and normalization as evaluation: the test loss agrees.
+    probs = predictor.predict([test[i]['image'] for i in range(len(test))])
+    labels = np.asarray([test[i]['label'] for i in range(len(test))])
+    loss = -np.log(probs[np.arange(len(test)), labels]).mean()
+    np.testing.assert_allclose(trainer.evaluate('test')['loss'], loss, rtol=1e-4)

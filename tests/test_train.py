@@ -26,10 +26,14 @@ SUMMARY_KEYS = {
 
 def test_train_step_lowers_the_loss_on_a_fixed_batch(smoke_config):
     graphdef, tx, state = tiny_train_state(smoke_config)
-    step = jax.jit(steps.make_train_step(graphdef, tx, optax.constant_schedule(1e-3)))
+    step = jax.jit(
+        steps.make_train_step(
+            graphdef, tx, optax.constant_schedule(1e-3), mean=(120.0,), std=(60.0,)
+        )
+    )
     rng = np.random.default_rng(0)
     batch = {
-        'image': rng.normal(size=(16, 32, 32, 1)).astype(np.float32),
+        'image': rng.integers(0, 256, (16, 32, 32, 1), np.uint8),
         'label': rng.integers(0, 52, 16).astype(np.int32),
     }
     losses = []
@@ -44,8 +48,8 @@ def test_steps_compile_once_and_never_retrace(smoke_config, tmp_path, monkeypatc
     traces = []
     make = steps.make_train_step
 
-    def counting_make(*args):
-        fn = make(*args)
+    def counting_make(*args, **kwargs):
+        fn = make(*args, **kwargs)
 
         def traced(*a):
             traces.append(1)

@@ -1,4 +1,4 @@
-"""grain input pipelines: shuffled, augmented, normalized training batches and padded eval batches."""
+"""grain input pipelines: shuffled, augmented uint8 training batches and padded eval batches."""
 
 from __future__ import annotations
 
@@ -12,18 +12,11 @@ import numpy as np
 from flaxcnn.data import augment
 
 
-@dataclasses.dataclass(frozen=True)
-class Normalize(grain.transforms.Map):
-    """uint8 images -> float32 ``(x - mean) / std`` per channel; labels -> int32."""
-
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+class _Int32Labels(grain.transforms.Map):
+    """Labels as the steps take them (images stay uint8: the steps normalize on device)."""
 
     def map(self, batch):
-        mean = np.asarray(self.mean, np.float32)
-        inv_std = 1.0 / np.asarray(self.std, np.float32)
-        images = (batch['image'].astype(np.float32) - mean) * inv_std
-        return {**batch, 'image': images, 'label': batch['label'].astype(np.int32)}
+        return {**batch, 'label': batch['label'].astype(np.int32)}
 
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # torchvision's, on the 0..255 scale
@@ -64,15 +57,13 @@ def train_dataset(
     *,
     batch_size: int,
     seed: int,
-    mean,
-    std,
     rotation_degrees: float = 0.0,
     flip: bool = False,
     center_crop: int = 0,
     shard_index: int = 0,
     num_shards: int = 1,
 ) -> grain.MapDataset:
-    """Endless batches: each epoch a new seeded shuffle, then augmentation, batching, normalization.
+    """Endless uint8 batches: each epoch a new seeded shuffle, then augmentation and batching.
 
     Element ``i`` is global batch ``i`` of the whole run (so a run's data position is its
     step), or with ``num_shards`` processes, this process's rows ``[shard_index * b,
@@ -95,7 +86,7 @@ def train_dataset(
     if flip:
         ds = ds.random_map(augment.RandomFlip(), seed=seed + 1)
     ds = ds.batch(shard_size).repeat(None)[shard_index::num_shards]
-    return ds.map(Normalize(tuple(mean), tuple(std)))
+    return ds.map(_Int32Labels())
 
 
 def train_batches(
@@ -121,8 +112,6 @@ def eval_batches(
     source: Sequence[dict[str, Any]],
     *,
     batch_size: int,
-    mean,
-    std,
     center_crop: int = 0,
     shard_index: int = 0,
     num_shards: int = 1,
@@ -139,5 +128,5 @@ def eval_batches(
     ds = grain.MapDataset.range(num_batches * batch_size).map(_ExampleOrPadding(source))
     if center_crop:
         ds = ds.map(augment.CenterCrop(center_crop))
-    ds = ds.batch(shard_size)[shard_index::num_shards].map(Normalize(tuple(mean), tuple(std)))
+    ds = ds.batch(shard_size)[shard_index::num_shards].map(_Int32Labels())
     return _iterate(ds, num_workers, prefetch_batches)
