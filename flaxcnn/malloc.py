@@ -1,0 +1,29 @@
+"""glibc malloc tuning that keeps freed memory in the process (called on ``import flaxcnn``).
+
+XLA:CPU allocates each step's temporaries (0.9 GB for MyNet v2 at batch 512) with ``malloc``
+from its worker threads and frees them when the step ends. glibc serves blocks that large
+with ``mmap`` and hands them back with ``munmap``, so every step page-faults them in again:
+about 0.5 s of kernel time per step on a 2-core VM, half the step. One arena, no ``mmap``
+and no trimming make the next step reuse the same pages. The peak RSS is unchanged (the
+memory is in use during every step anyway). A no-op off glibc.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_MAX = -4
+M_ARENA_MAX = -8
+
+
+def keep_freed_memory() -> bool:
+    """Sets glibc's malloc to one arena, no mmap, no trimming; False if not on glibc."""
+    try:
+        mallopt = ctypes.CDLL('libc.so.6').mallopt
+    except (OSError, AttributeError):
+        return False
+    # Applies to threads that have not allocated yet, hence before XLA starts its threads.
+    # A threshold of -1 is SIZE_MAX for glibc: never trim.
+    settings = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1))
+    return all(mallopt(option, value) == 1 for option, value in settings)
