@@ -6,8 +6,10 @@ with ``mmap`` and hands them back with ``munmap``, so every step page-faults the
 about 0.5 s of kernel time per step on a 2-core VM, half the step. One arena, no ``mmap``
 and no trimming make the next step reuse the same pages (MyNet v2 b512: 420-480 -> 740-840 img/s
 together with the fast ops). The cost is a larger peak RSS, since the heap is never
-returned and fragments: 1.7 -> 2.4-3.1 GB for MyNet v2 b512, 2.3 -> 2.4-3.8 GB for
-BasicCNN b256. A no-op off glibc.
+returned and fragments: 1.7 -> 2.3-3.1 GB for MyNet v2 b512 (flat over 40 steps),
+2.3 -> 2.4-3.8 GB for BasicCNN b256, 12.6 -> 23 GB for ResNet-lite-11 b512. Without the
+no-trim setting the top of the heap is returned after every step and most of the gain is
+lost (MyNet v2: 930 -> 540 img/s). A no-op off glibc.
 """
 
 from __future__ import annotations
