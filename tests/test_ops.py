@@ -9,6 +9,8 @@ from flax import nnx
 from jax import lax
 
 from flaxcnn import models, ops
+from flaxcnn.models import layers
+from flaxcnn.ops import fast_batch_norm
 from flaxcnn.ops import fast_conv
 from flaxcnn.ops import fast_max_pool
 
@@ -92,6 +94,45 @@ def test_conv_matches_lax_with_gradients(size, kernel, stride, pad):
     )
     for a, b in zip(fast, plain):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('shape', [(4, 9, 8, 6), (2, 1, 1, 3), (3, 5, 5, 1)])
+def test_batch_norm_matches_nnx_with_gradients(shape):
+    kx, ks, kb, kg = jax.random.split(jax.random.key(0), 4)
+    x = 3 * jax.random.normal(kx, shape) + 1
+    x = x.at[..., 0].set(2.0)  # a constant channel: zero variance
+    scale = jax.random.normal(ks, shape[-1:])
+    bias = jax.random.normal(kb, shape[-1:])
+    norm = nnx.BatchNorm(shape[-1], momentum=0.9, epsilon=1e-5, rngs=nnx.Rngs(0))
+    norm.scale[...], norm.bias[...] = scale, bias
+
+    def run(fn):
+        (y, mean, var), vjp = jax.vjp(fn, x, scale, bias)
+        g = jax.random.normal(kg, shape)
+        return (y, mean, var, *vjp((g, jnp.zeros_like(mean), jnp.zeros_like(var))))
+
+    fast = run(lambda x, s, b: fast_batch_norm.batch_norm(x, s, b, 1e-5))
+    plain = run(lambda x, s, b: fast_batch_norm.normalize(x, s, b, 1e-5))
+    np.testing.assert_allclose(fast[0], norm(x), **TOL)
+    # nnx's running averages start at zero and one, momentum 0.9.
+    np.testing.assert_allclose(0.1 * fast[1], norm.mean[...], **TOL)
+    np.testing.assert_allclose(0.9 + 0.1 * fast[2], norm.var[...], **TOL)
+    for a, b in zip(fast, plain):  # absolute tolerance scaled: a batch of 2 has huge gradients
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * (1 + float(np.abs(b).max())))
+
+
+def test_batch_norm_layer_keeps_nnx_state_and_eval_mode():
+    norm = layers.batch_norm(3, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), (4, 5, 5, 3))
+    reference = nnx.BatchNorm(3, momentum=0.9, epsilon=1e-5, rngs=nnx.Rngs(0))
+    for module in (norm, reference):
+        module(x)
+        module(2 * x)
+    states = jax.tree.map(np.asarray, (nnx.state(norm), nnx.state(reference)))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **TOL), *states)
+    norm.eval()
+    reference.eval()
+    np.testing.assert_array_equal(norm(x), reference(x))
 
 
 def _loss_and_grads(name, **kwargs):

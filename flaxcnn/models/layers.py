@@ -70,7 +70,7 @@ def batch_norm(
     features: int, *, epsilon: float = 1e-5, zero_scale: bool = False, rngs: nnx.Rngs
 ) -> nnx.BatchNorm:
     """Channel BatchNorm: scale 1 (0 with ``zero_scale``), bias 0, torch momentum 0.1, eps 1e-5."""
-    return nnx.BatchNorm(
+    return BatchNorm(
         features,
         momentum=0.9,
         epsilon=epsilon,
@@ -78,6 +78,23 @@ def batch_norm(
         bias_init=nnx.initializers.zeros_init(),
         rngs=rngs,
     )
+
+
+class BatchNorm(nnx.BatchNorm):
+    """``nnx.BatchNorm`` over NHWC (same variables, same math) whose training-mode pass is
+    ``ops.batch_norm``: a closed-form backward pass with the fast ops."""
+
+    def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
+        if use_running_average is None:
+            use_running_average = self.use_running_average
+        if use_running_average:
+            return super().__call__(x, use_running_average)
+        y, mean, var = ops.batch_norm(x, self.scale[...], self.bias[...], self.epsilon)
+        for stat, batch_stat in ((self.mean, mean), (self.var, var)):
+            stat[...] = jax.lax.stop_gradient(
+                self.momentum * stat[...] + (1 - self.momentum) * batch_stat
+            )
+        return y
 
 
 def linear(

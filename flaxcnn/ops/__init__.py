@@ -1,4 +1,4 @@
-"""Fast reformulations of convolution and max-pooling, with a switch back to plain XLA ops.
+"""Fast reformulations of conv, max-pool and batch norm, with a switch back to plain XLA ops.
 
 The fast paths compute the same math as the plain ``lax`` formulation (tests compare outputs
 and gradients) and are the default; ``set_implementation('plain')`` selects XLA's own ops,
@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from flaxcnn.ops import fast_batch_norm
 from flaxcnn.ops import fast_conv
 from flaxcnn.ops import fast_max_pool
 
@@ -39,6 +40,16 @@ def max_pool(x: jax.Array, window: int, stride: int, padding: int = 0) -> jax.Ar
     return lax.reduce_window(
         x, -jnp.inf, lax.max, (1, window, window, 1), (1, stride, stride, 1), pads
     )
+
+
+def batch_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float):
+    """Training-mode BatchNorm of NHWC ``x``: (normalised x, batch mean, biased batch variance).
+
+    The statistics are for the running averages; use them under ``lax.stop_gradient``.
+    """
+    if _implementation == 'fast':
+        return fast_batch_norm.batch_norm(x, scale, bias, epsilon)
+    return fast_batch_norm.normalize(x, scale, bias, epsilon)
 
 
 def conv_general_dilated(
