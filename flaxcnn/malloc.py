@@ -1,33 +1,56 @@
-"""glibc malloc tuning that keeps freed memory in the process (called on ``import flaxcnn``).
+"""glibc malloc tuning that keeps a train step's freed memory in the process.
 
 XLA:CPU allocates each step's temporaries (0.9 GB for MyNet v2 at batch 512) with ``malloc``
 from its worker threads and frees them when the step ends. glibc serves blocks that large
 with ``mmap`` and hands them back with ``munmap``, so every step page-faults them in again:
 about 0.5 s of kernel time per step on a 2-core VM, half the step. One arena, no ``mmap``
-and no trimming make the next step reuse the same pages (MyNet v2 b512: 420-480 -> 740-840 img/s
-together with the fast ops). The cost is a larger peak RSS, since the heap is never
-returned and fragments: 1.7 -> 2.3-3.1 GB for MyNet v2 b512 (flat over 40 steps),
-2.3 -> 2.4-3.8 GB for BasicCNN b256, 12.6 -> 23 GB for ResNet-lite-11 b512. Without the
-no-trim setting the top of the heap is returned after every step and most of the gain is
-lost (MyNet v2: 930 -> 540 img/s). A no-op off glibc.
+and no trimming make the next step reuse the same pages (MyNet v2 b512: 420-480 -> 740-840
+img/s together with the fast ops; without the no-trim part only 540).
+
+The cost is a larger peak RSS, since the heap is never returned and fragments: 1.7 ->
+2.3-3.1 GB for MyNet v2 b512, 2.3 -> 2.4-3.8 GB for BasicCNN b256, but 12.6 -> 23 GB for
+ResNet-lite-11 b512. So the arena limit is set on import (it only affects threads that have
+not allocated yet, i.e. before XLA starts its threads), and no-mmap / no-trim only once a
+compiled step's working memory is known to be small next to the machine's RAM. No-ops off
+glibc.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 M_ARENA_MAX = -8
 
+# The heap may grow to about twice the step's working memory (fragmentation); keep that
+# within this share of physical RAM.
+MAX_SHARE_OF_RAM = 0.25
 
-def keep_freed_memory() -> bool:
-    """Sets glibc's malloc to one arena, no mmap, no trimming; False if not on glibc."""
+
+def _mallopt(*settings: tuple[int, int]) -> bool:
     try:
         mallopt = ctypes.CDLL('libc.so.6').mallopt
     except (OSError, AttributeError):
         return False
-    # Applies to threads that have not allocated yet, hence before XLA starts its threads.
-    # A threshold of -1 is SIZE_MAX for glibc: never trim.
-    settings = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1))
     return all(mallopt(option, value) == 1 for option, value in settings)
+
+
+def limit_arenas() -> bool:
+    """One malloc arena for all threads (called on ``import flaxcnn``); False off glibc."""
+    return _mallopt((M_ARENA_MAX, 1))
+
+
+def keep_freed_memory(compiled) -> bool:
+    """No mmap and no trimming if ``compiled``'s working memory is small next to the RAM.
+
+    ``compiled`` is a compiled jax function (``jit(...).lower(...).compile()``). Returns
+    whether the setting was made (False too off glibc).
+    """
+    working = compiled.memory_analysis().temp_size_in_bytes
+    ram = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    if 2 * working > MAX_SHARE_OF_RAM * ram:
+        return False
+    # A trim threshold of -1 is SIZE_MAX for glibc: never trim.
+    return _mallopt((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1))

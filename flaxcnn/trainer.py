@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from flaxcnn import checkpoint, distributed, evaluation, models, ops, optim, steps
+from flaxcnn import checkpoint, distributed, evaluation, malloc, models, ops, optim, steps
 from flaxcnn.config import default_config
 from flaxcnn.data import datasets, pipeline
 from flaxcnn.metric_writers import MetricWriter
@@ -316,6 +316,7 @@ class Trainer:
             jax.ShapeDtypeStruct((), jnp.float32),
         ).compile()
         self.compile_seconds += time.perf_counter() - start
+        malloc.keep_freed_memory(self.train_step)
         self.writer = MetricWriter(self.workdir, resume_step=step) if self.is_primary else None
         self._session_start = time.perf_counter()
         self._seconds_before = self.progress['train_seconds']
