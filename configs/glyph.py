@@ -19,6 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.dataset.validation_per_class = 150
     config.dataset.test_per_class = 150
     config.input.rotation_degrees = 5.0
+    config.input.num_workers = 2  # 2.8x the step's rate with 1, 5.2x with 2 (input_pipeline.py)
     config.batch_size = 512
     config.num_epochs = 100
     config.time_budget_s = 600.0
