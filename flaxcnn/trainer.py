@@ -238,11 +238,14 @@ class Trainer:
         counts them: every process must stop at the same step and use the same learning rate."""
         return distributed.agree(self._seconds_before + time.perf_counter() - self._session_start)
 
-    def _out_of_time(self) -> bool:
-        """Whether the time budget is spent; remembers the clock when it first is."""
+    def _out_of_time(self, now: float | None = None) -> bool:
+        """Whether the time budget is spent (at ``now``, or the clock read here); remembers
+        the clock when it first is."""
         budget = self.config.time_budget_s
-        if self._stopped_at is None and budget and self._clock() >= budget:
-            self._stopped_at = self._clock()
+        if self._stopped_at is None and budget:
+            now = self._clock() if now is None else now
+            if now >= budget:
+                self._stopped_at = now
         return self._stopped_at is not None
 
     def _fetch_finite(self, sums: dict) -> dict:
@@ -279,8 +282,11 @@ class Trainer:
             dynamic_ncols=True,
             disable=not self.is_primary,
         )
-        while step < (epoch + 1) * spe and not self._out_of_time():
-            clock = self._clock() if self.schedule.clock == 'seconds' else step
+        while step < (epoch + 1) * spe:
+            now = self._clock() if self.schedule.clock == 'seconds' else None
+            if self._out_of_time(now):  # (one clock reading a step: a collective if multi-host)
+                break
+            clock = step if now is None else now
             batch = self._to_device(next(batches))
             self.state, metrics = self.train_step(self.state, batch, np.float32(clock))
             sums = steps.accumulate(sums, metrics)

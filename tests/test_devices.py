@@ -67,15 +67,15 @@ def test_two_processes_train_like_one_and_one_process_resumes_their_checkpoint(t
     one, two = tmp_path / 'one', tmp_path / 'two'
     run_smoke(one, data_dir, '--config.num_epochs=3')
     address = f'127.0.0.1:{_free_port()}'
+    # A budget never reached: the processes still agree on process 0's clock at every step.
+    args = ('--config.num_epochs=2', '--config.time_budget_s=3600')
     procs = []
     for process_id in range(2):
         env = {**os.environ, 'JAX_COORDINATOR_ADDRESS': address, 'JAX_NUM_PROCESSES': '2'}
         if process_id == 0:  # process 0 from config fields, process 1 from the environment
-            command = smoke_command(
-                two, data_dir, '--config.num_epochs=2', '--config.distributed.process_id=0'
-            )
+            command = smoke_command(two, data_dir, *args, '--config.distributed.process_id=0')
         else:
-            command = smoke_command(two, data_dir, '--config.num_epochs=2')
+            command = smoke_command(two, data_dir, *args)
             env['JAX_PROCESS_ID'] = '1'
         procs.append(
             subprocess.Popen(

@@ -76,9 +76,10 @@ def builder(cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
 def load(cfg: ml_collections.ConfigDict) -> Dataset:
     """Prepares ``config.dataset`` if it is not on disk yet and opens its splits."""
     start = time.perf_counter()
-    prepared = builder(cfg).is_prepared()
+    b = builder(cfg)
+    prepared = b.is_prepared()
     if distributed.is_primary() and not prepared:
-        builder(cfg).download_and_prepare()
+        b.download_and_prepare()
     distributed.barrier('flaxcnn.datasets.load')  # the others wait for process 0,
     b = builder(cfg)  # (a builder reads the dataset's info when it is made)
     if not b.is_prepared():  # then prepare their own copy if they do not share its disk.
