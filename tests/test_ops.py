@@ -64,29 +64,39 @@ def test_max_pool_border_padding_is_minus_infinity():
 
 
 @pytest.mark.parametrize(
-    'size,kernel,stride,pad',
+    'size,kernel,stride,pad,cin,cout,path',
     [
-        (90, 7, 2, 3),
-        (23, 3, 2, 1),
-        (12, 3, 1, 1),
-        (23, 1, 2, 0),
-        (9, 1, 1, 0),
-        (11, 5, 3, 2),
-        (10, 3, 2, 1),
+        # XLA's forward conv, weight gradient from channel-major tap rows
+        (90, 7, 2, 3, 1, 4, '_conv_row_wgrad'),
+        (23, 3, 2, 1, 6, 4, '_conv_row_wgrad'),
+        (12, 3, 1, 1, 6, 4, '_conv_row_wgrad'),
+        (11, 5, 3, 2, 6, 4, '_conv_row_wgrad'),
+        (10, 3, 2, 1, 6, 4, '_conv_row_wgrad'),
+        (12, 3, 1, 1, fast_conv.MAX_IM2COL_CHANNELS, 8, '_conv_row_wgrad'),
+        (23, 3, 2, 1, fast_conv.MIN_IM2COL_CHANNELS, fast_conv.MIN_IM2COL_OUTPUTS, '_conv_im2col'),
+        (10, 3, 2, 1, 20, 64, '_conv_im2col'),
+        (11, 5, 3, 2, 17, 64, '_conv_im2col'),
+        (23, 1, 2, 0, 6, 4, None),  # 1x1: slice + matmul, no custom gradient
+        (9, 1, 1, 0, 20, 4, None),
     ],
 )
-def test_conv_matches_lax_with_gradients(size, kernel, stride, pad):
+def test_conv_matches_lax_with_gradients(size, kernel, stride, pad, cin, cout, path):
     kx, kw, kg = jax.random.split(jax.random.key(0), 3)
-    cin = 1 if kernel == 7 else 6
     x = jax.random.normal(kx, (2, size, size - 1, cin))
-    w = jax.random.normal(kw, (kernel, kernel, cin, 4))
+    w = jax.random.normal(kw, (kernel, kernel, cin, cout))
     padding = ((pad, pad), (pad, pad))
 
     def run(conv):
         y, vjp = jax.vjp(lambda x, w: conv(x, w), x, w)
         return (y, *vjp(jax.random.normal(kg, y.shape)))
 
-    fast = run(lambda x, w: fast_conv.conv2d(x, w, (stride, stride), padding))
+    def fast_conv2d(x, w):
+        return fast_conv.conv2d(x, w, (stride, stride), padding)
+
+    jaxpr = str(jax.make_jaxpr(fast_conv2d)(x, w))  # the expected formulation is used
+    for name in ('_conv_row_wgrad', '_conv_im2col'):
+        assert (name in jaxpr) == (name == path), f'{path} expected in {jaxpr}'
+    fast = run(fast_conv2d)
     plain = run(
         lambda x, w: lax.conv_general_dilated(
             x, w, (stride, stride), padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC')

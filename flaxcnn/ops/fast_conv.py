@@ -1,10 +1,17 @@
-"""2-D convolution with a faster weight gradient on XLA:CPU; same math as ``lax.conv_general_dilated``.
+"""2-D convolution with faster gradients on XLA:CPU; same math as ``lax.conv_general_dilated``.
 
-Forward pass and input gradient are XLA's own convolutions. The weight gradient, which
-XLA:CPU computes several times slower than a matmul of the same size, is one matmul: the
-strided slices of the padded channel-major input (one row per kernel tap and channel) times
-the output gradient. In that layout the matmul runs near peak, and the slices are contiguous
-copies (a tap-minor im2col [pixels, taps * C] was 1.2-2x slower, transposed matmul included).
+XLA:CPU computes a convolution's weight gradient several times slower than a matmul of the
+same size, and its forward pass at about half a matmul's speed. The input gradient is left to
+XLA's transposed convolution; the rest is reformulated by channel counts (``_use_im2col``):
+
+- im2col, for a moderate input width C and an output width that amortises the copy: the
+  forward pass is one matmul of the tap columns ``[pixels, taps * C]`` (strided NHWC slices,
+  C contiguous floats per pixel and tap) with the kernel; the columns are kept for the
+  weight gradient ``(g^T @ columns)^T``.
+- otherwise XLA's forward convolution, and the weight gradient as one matmul of
+  channel-major tap rows ``[taps * C, pixels]`` with the output gradient. For a 1- or
+  3-channel stem, pixel-major columns would be copied a float or two at a time.
+
 1x1 convolutions are a strided slice and a matmul in both directions.
 """
 
@@ -18,11 +25,46 @@ from jax import lax
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
 
+# im2col for MIN_IM2COL_CHANNELS <= C_in < MAX_IM2COL_CHANNELS and C_out >= MIN_IM2COL_OUTPUTS.
+# Measured forward + both gradients, 3x3 kernels (XLA's convolution -> im2col), ms:
+# MyNet v2 b512 32->64/2 107 -> 89 and 64->128/2 82 -> 62; 128 x 23x23 64->128 315 -> 238;
+# BasicCNN b256 16->32 at 50x50 200 -> 209 (too few outputs); 128->256 and 256->256 at 23x23
+# 695 -> 713 and 1387 -> 1445 (XLA's convolution is near matmul speed there). The 1-channel
+# stem's weight gradient takes 67 ms from tap rows, 115 ms from columns.
+MIN_IM2COL_CHANNELS = 16
+MAX_IM2COL_CHANNELS = 128
+MIN_IM2COL_OUTPUTS = 64
 
-def _tap_rows(x: jax.Array, kh: int, kw: int, stride, padding, out_h: int, out_w: int):
+
+def _out_size(size: int, kernel: int, stride: int, pad: tuple[int, int]) -> int:
+    return (size + pad[0] + pad[1] - kernel) // stride + 1
+
+
+def _tap_columns(x: jax.Array, kh: int, kw: int, stride, padding) -> jax.Array:
+    """[B * out_h * out_w, kh * kw * C]: im2col of NHWC ``x``, tap-major and channel-minor."""
+    batch, height, width, cin = x.shape
+    out_h = _out_size(height, kh, stride[0], padding[0])
+    out_w = _out_size(width, kw, stride[1], padding[1])
+    xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+    taps = [
+        lax.slice(
+            xp,
+            (0, i, j, 0),
+            (batch, i + stride[0] * (out_h - 1) + 1, j + stride[1] * (out_w - 1) + 1, cin),
+            (1, stride[0], stride[1], 1),
+        )
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    return jnp.stack(taps, -2).reshape(-1, kh * kw * cin)
+
+
+def _tap_rows(x: jax.Array, kh: int, kw: int, stride, padding) -> jax.Array:
     """[kh * kw * C, B * out_h * out_w]: per kernel tap and input channel, the input pixels
     that tap sees, from channel-major ``x`` so each row is one contiguous strided slice."""
-    batch, _, _, cin = x.shape
+    batch, height, width, cin = x.shape
+    out_h = _out_size(height, kh, stride[0], padding[0])
+    out_w = _out_size(width, kw, stride[1], padding[1])
     xt = jnp.pad(x.transpose(3, 0, 1, 2), ((0, 0), (0, 0), padding[0], padding[1]))
     taps = [
         lax.slice(
@@ -37,29 +79,67 @@ def _tap_rows(x: jax.Array, kh: int, kw: int, stride, padding, out_h: int, out_w
     return jnp.stack(taps).reshape(kh * kw * cin, -1)
 
 
+def _use_im2col(cin: int, cout: int) -> bool:
+    return MIN_IM2COL_CHANNELS <= cin < MAX_IM2COL_CHANNELS and cout >= MIN_IM2COL_OUTPUTS
+
+
 def _conv(x, w, stride, padding):
     return lax.conv_general_dilated(x, w, stride, padding, dimension_numbers=NHWC)
 
 
+def _input_grad(x_shape, w, stride, padding, g):
+    """XLA's transposed convolution: the gradient of ``_conv`` with respect to its input."""
+    x_spec = jax.ShapeDtypeStruct(x_shape, g.dtype)
+    return jax.linear_transpose(lambda x: _conv(x, w, stride, padding), x_spec)(g)[0]
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv_fast_wgrad(x, w, stride, padding):
+def _conv_im2col(x, w, stride, padding):
+    return _conv_im2col_fwd(x, w, stride, padding)[0]
+
+
+def _conv_im2col_fwd(x, w, stride, padding):
+    kh, kw, cin, cout = w.shape
+    columns = _tap_columns(x, kh, kw, stride, padding)
+    batch, height, width, _ = x.shape
+    out_shape = (
+        batch,
+        _out_size(height, kh, stride[0], padding[0]),
+        _out_size(width, kw, stride[1], padding[1]),
+        cout,
+    )
+    y = (columns @ w.reshape(-1, cout)).reshape(out_shape)
+    return y, (columns, w, x.shape)
+
+
+def _conv_im2col_bwd(stride, padding, residuals, g):
+    columns, w, x_shape = residuals
+    g2 = g.reshape(-1, w.shape[-1])
+    dw = (g2.T @ columns).T.reshape(w.shape)
+    return _input_grad(x_shape, w, stride, padding, g), dw
+
+
+_conv_im2col.defvjp(_conv_im2col_fwd, _conv_im2col_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_row_wgrad(x, w, stride, padding):
     return _conv(x, w, stride, padding)
 
 
-def _fwd(x, w, stride, padding):
+def _conv_row_wgrad_fwd(x, w, stride, padding):
     return _conv(x, w, stride, padding), (x, w)
 
 
-def _bwd(stride, padding, residuals, g):
+def _conv_row_wgrad_bwd(stride, padding, residuals, g):
     x, w = residuals
     kh, kw, cin, cout = w.shape
-    _, dx_fn = jax.vjp(lambda x: _conv(x, w, stride, padding), x)
-    rows = _tap_rows(x, kh, kw, stride, padding, *g.shape[1:3])
-    dw = (rows @ g.reshape(-1, cout)).reshape(kh, kw, cin, cout)
-    return dx_fn(g)[0], dw
+    rows = _tap_rows(x, kh, kw, stride, padding)
+    dw = (rows @ g.reshape(-1, cout)).reshape(w.shape)
+    return _input_grad(x.shape, w, stride, padding, g), dw
 
 
-_conv_fast_wgrad.defvjp(_fwd, _bwd)
+_conv_row_wgrad.defvjp(_conv_row_wgrad_fwd, _conv_row_wgrad_bwd)
 
 
 def _conv_1x1(x, w, stride, padding):
@@ -77,4 +157,6 @@ def conv2d(
     stride, padding = tuple(stride), tuple(tuple(p) for p in padding)
     if w.shape[:2] == (1, 1):
         return _conv_1x1(x, w, stride, padding)
-    return _conv_fast_wgrad(x, w, stride, padding)
+    if _use_im2col(*w.shape[2:]):
+        return _conv_im2col(x, w, stride, padding)
+    return _conv_row_wgrad(x, w, stride, padding)
