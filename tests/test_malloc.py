@@ -18,7 +18,7 @@ def _compiled(temp_bytes: int):
 
 def test_a_step_needing_much_of_the_ram_keeps_the_default_malloc():
     ram = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
-    assert not malloc.keep_freed_memory(_compiled(ram // 4))
+    assert not malloc.keep_freed_memory(_compiled(int(ram * malloc.MAX_SHARE_OF_RAM / 2) + 1))
 
 
 @glibc
