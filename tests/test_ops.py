@@ -66,14 +66,17 @@ def test_max_pool_border_padding_is_minus_infinity():
 @pytest.mark.parametrize(
     'size,kernel,stride,pad,cin,cout,path',
     [
-        # XLA's forward conv, weight gradient from channel-major tap rows
-        (90, 7, 2, 3, 1, 4, '_conv_row_wgrad'),
-        (23, 3, 2, 1, 6, 4, '_conv_row_wgrad'),
-        (12, 3, 1, 1, 6, 4, '_conv_row_wgrad'),
-        (11, 5, 3, 2, 6, 4, '_conv_row_wgrad'),
-        (10, 3, 2, 1, 6, 4, '_conv_row_wgrad'),
-        (12, 3, 1, 1, fast_conv.MAX_IM2COL_CHANNELS, 8, '_conv_row_wgrad'),
-        (23, 3, 2, 1, fast_conv.MIN_IM2COL_CHANNELS, fast_conv.MIN_IM2COL_OUTPUTS, '_conv_im2col'),
+        # XLA's forward conv; weight gradient from channel-major tap rows
+        (90, 7, 2, 3, 1, 4, '_conv_matmul_wgrad'),
+        (23, 3, 2, 1, 6, 4, '_conv_matmul_wgrad'),
+        (12, 3, 1, 1, 6, 4, '_conv_matmul_wgrad'),
+        (11, 5, 3, 2, 6, 4, '_conv_matmul_wgrad'),
+        (10, 3, 2, 1, 6, 4, '_conv_matmul_wgrad'),
+        # XLA's forward conv; weight gradient as per-tap matmuls
+        (12, 3, 1, 1, fast_conv.MAX_IM2COL_CHANNELS, 8, '_conv_matmul_wgrad'),
+        (10, 3, 2, 1, fast_conv.PIXEL_MAJOR_CHANNELS, 8, '_conv_matmul_wgrad'),
+        (11, 5, 3, 2, 20, 4, '_conv_matmul_wgrad'),
+        (23, 3, 2, 1, fast_conv.PIXEL_MAJOR_CHANNELS, fast_conv.MIN_IM2COL_OUTPUTS, '_conv_im2col'),
         (10, 3, 2, 1, 20, 64, '_conv_im2col'),
         (11, 5, 3, 2, 17, 64, '_conv_im2col'),
         (23, 1, 2, 0, 6, 4, None),  # 1x1: slice + matmul, no custom gradient
@@ -94,7 +97,7 @@ def test_conv_matches_lax_with_gradients(size, kernel, stride, pad, cin, cout, p
         return fast_conv.conv2d(x, w, (stride, stride), padding)
 
     jaxpr = str(jax.make_jaxpr(fast_conv2d)(x, w))  # the expected formulation is used
-    for name in ('_conv_row_wgrad', '_conv_im2col'):
+    for name in ('_conv_matmul_wgrad', '_conv_im2col'):
         assert (name in jaxpr) == (name == path), f'{path} expected in {jaxpr}'
     fast = run(fast_conv2d)
     plain = run(

@@ -8,9 +8,11 @@ XLA's transposed convolution; the rest is reformulated by channel counts (``_use
   forward pass is one matmul of the tap columns ``[pixels, taps * C]`` (strided NHWC slices,
   C contiguous floats per pixel and tap) with the kernel; the columns are kept for the
   weight gradient ``(g^T @ columns)^T``.
-- otherwise XLA's forward convolution, and the weight gradient as one matmul of
-  channel-major tap rows ``[taps * C, pixels]`` with the output gradient. For a 1- or
-  3-channel stem, pixel-major columns would be copied a float or two at a time.
+- otherwise XLA's forward convolution, and a weight gradient that depends on C. From
+  ``PIXEL_MAJOR_CHANNELS`` on, one matmul per kernel tap: the tap's strided NHWC slice
+  ``[pixels, C]``, transposed, times the output gradient; no im2col buffer. Below it (a 1- or
+  3-channel stem, whose pixel-major slices would be copied a float or two at a time), one
+  matmul of channel-major tap rows ``[taps * C, pixels]`` with the output gradient.
 
 1x1 convolutions are a strided slice and a matmul in both directions.
 """
@@ -25,13 +27,14 @@ from jax import lax
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
 
-# im2col for MIN_IM2COL_CHANNELS <= C_in < MAX_IM2COL_CHANNELS and C_out >= MIN_IM2COL_OUTPUTS.
+# im2col for PIXEL_MAJOR_CHANNELS <= C_in < MAX_IM2COL_CHANNELS and C_out >= MIN_IM2COL_OUTPUTS.
 # Measured forward + both gradients, 3x3 kernels (XLA's convolution -> im2col), ms:
 # MyNet v2 b512 32->64/2 107 -> 89 and 64->128/2 82 -> 62; 128 x 23x23 64->128 315 -> 238;
 # BasicCNN b256 16->32 at 50x50 200 -> 209 (too few outputs); 128->256 and 256->256 at 23x23
-# 695 -> 713 and 1387 -> 1445 (XLA's convolution is near matmul speed there). The 1-channel
-# stem's weight gradient takes 67 ms from tap rows, 115 ms from columns.
-MIN_IM2COL_CHANNELS = 16
+# 695 -> 713 and 1387 -> 1445 (XLA's convolution is near matmul speed there).
+# Weight gradient alone, tap rows -> per-tap matmuls: 256->256 at 23x23 b128 676 -> 592,
+# 128->128 219 -> 193, BasicCNN 16->32 120 -> 107; MyNet's 1-channel stem 83 -> 660.
+PIXEL_MAJOR_CHANNELS = 16
 MAX_IM2COL_CHANNELS = 128
 MIN_IM2COL_OUTPUTS = 64
 
@@ -40,13 +43,13 @@ def _out_size(size: int, kernel: int, stride: int, pad: tuple[int, int]) -> int:
     return (size + pad[0] + pad[1] - kernel) // stride + 1
 
 
-def _tap_columns(x: jax.Array, kh: int, kw: int, stride, padding) -> jax.Array:
-    """[B * out_h * out_w, kh * kw * C]: im2col of NHWC ``x``, tap-major and channel-minor."""
+def _tap_slices(x: jax.Array, kh: int, kw: int, stride, padding) -> list[jax.Array]:
+    """Per kernel tap, row-major: the [B, out_h, out_w, C] pixels of NHWC ``x`` it sees."""
     batch, height, width, cin = x.shape
     out_h = _out_size(height, kh, stride[0], padding[0])
     out_w = _out_size(width, kw, stride[1], padding[1])
     xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
-    taps = [
+    return [
         lax.slice(
             xp,
             (0, i, j, 0),
@@ -56,7 +59,12 @@ def _tap_columns(x: jax.Array, kh: int, kw: int, stride, padding) -> jax.Array:
         for i in range(kh)
         for j in range(kw)
     ]
-    return jnp.stack(taps, -2).reshape(-1, kh * kw * cin)
+
+
+def _tap_columns(x: jax.Array, kh: int, kw: int, stride, padding) -> jax.Array:
+    """[B * out_h * out_w, kh * kw * C]: im2col of NHWC ``x``, tap-major and channel-minor."""
+    taps = _tap_slices(x, kh, kw, stride, padding)
+    return jnp.stack(taps, -2).reshape(-1, kh * kw * x.shape[-1])
 
 
 def _tap_rows(x: jax.Array, kh: int, kw: int, stride, padding) -> jax.Array:
@@ -80,7 +88,7 @@ def _tap_rows(x: jax.Array, kh: int, kw: int, stride, padding) -> jax.Array:
 
 
 def _use_im2col(cin: int, cout: int) -> bool:
-    return MIN_IM2COL_CHANNELS <= cin < MAX_IM2COL_CHANNELS and cout >= MIN_IM2COL_OUTPUTS
+    return PIXEL_MAJOR_CHANNELS <= cin < MAX_IM2COL_CHANNELS and cout >= MIN_IM2COL_OUTPUTS
 
 
 def _conv(x, w, stride, padding):
@@ -122,24 +130,36 @@ def _conv_im2col_bwd(stride, padding, residuals, g):
 _conv_im2col.defvjp(_conv_im2col_fwd, _conv_im2col_bwd)
 
 
+def _weight_grad(x, w_shape, stride, padding, g):
+    """The kernel gradient as matmuls: per-tap slices or channel-major rows (module docstring)."""
+    kh, kw, cin, cout = w_shape
+    g2 = g.reshape(-1, cout)
+    if cin < PIXEL_MAJOR_CHANNELS:
+        return (_tap_rows(x, kh, kw, stride, padding) @ g2).reshape(w_shape)
+    contract_pixels = (((0,), (0,)), ((), ()))
+    taps = [
+        lax.dot_general(tap.reshape(-1, cin), g2, contract_pixels)
+        for tap in _tap_slices(x, kh, kw, stride, padding)
+    ]
+    return jnp.stack(taps).reshape(w_shape)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv_row_wgrad(x, w, stride, padding):
+def _conv_matmul_wgrad(x, w, stride, padding):
     return _conv(x, w, stride, padding)
 
 
-def _conv_row_wgrad_fwd(x, w, stride, padding):
+def _conv_matmul_wgrad_fwd(x, w, stride, padding):
     return _conv(x, w, stride, padding), (x, w)
 
 
-def _conv_row_wgrad_bwd(stride, padding, residuals, g):
+def _conv_matmul_wgrad_bwd(stride, padding, residuals, g):
     x, w = residuals
-    kh, kw, cin, cout = w.shape
-    rows = _tap_rows(x, kh, kw, stride, padding)
-    dw = (rows @ g.reshape(-1, cout)).reshape(w.shape)
+    dw = _weight_grad(x, w.shape, stride, padding, g)
     return _input_grad(x.shape, w, stride, padding, g), dw
 
 
-_conv_row_wgrad.defvjp(_conv_row_wgrad_fwd, _conv_row_wgrad_bwd)
+_conv_matmul_wgrad.defvjp(_conv_matmul_wgrad_fwd, _conv_matmul_wgrad_bwd)
 
 
 def _conv_1x1(x, w, stride, padding):
@@ -159,4 +179,4 @@ def conv2d(
         return _conv_1x1(x, w, stride, padding)
     if _use_im2col(*w.shape[2:]):
         return _conv_im2col(x, w, stride, padding)
-    return _conv_row_wgrad(x, w, stride, padding)
+    return _conv_matmul_wgrad(x, w, stride, padding)
