@@ -1,4 +1,5 @@
-"""Fast conv / max-pool paths equal the plain lax formulation, values and gradients."""
+"""Fast conv / depthwise conv / max-pool / BatchNorm paths equal the plain lax formulation,
+values and gradients."""
 
 import jax
 import jax.numpy as jnp
@@ -10,11 +11,13 @@ from jax import lax
 
 from flaxcnn import models, ops
 from flaxcnn.models import layers
+from flaxcnn.models.proxylessnas import MBConvSpec
 from flaxcnn.ops import fast_batch_norm
 from flaxcnn.ops import fast_conv
 from flaxcnn.ops import fast_max_pool
 
 TOL = dict(rtol=1e-5, atol=1e-5)
+NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
 @pytest.fixture
@@ -55,6 +58,45 @@ def test_max_pool_matches_reduce_window(size, window, stride, padding, ties):
     # Each output's gradient lands on one input: gradient mass is conserved.
     g = jax.random.normal(jax.random.key(1), y_fast.shape)
     np.testing.assert_allclose(g_fast.sum(), g.sum(), rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    'size,kernel,stride', [(12, 3, 1), (12, 3, 2), (11, 5, 2), (9, 7, 1), (10, 7, 2)]
+)
+def test_depthwise_conv_matches_grouped_lax_conv_with_gradients(size, kernel, stride, plain_ops):
+    kx, kw, kg = jax.random.split(jax.random.key(0), 3)
+    channels = 6
+    x = jax.random.normal(kx, (2, size, size - 1, channels))
+    w = jax.random.normal(kw, (kernel, kernel, 1, channels))
+    pad = ((kernel // 2,) * 2,) * 2
+
+    def run():  # traced afresh, so it reads the implementation in use
+        def conv(x, w):
+            return ops.conv_general_dilated(
+                x, w, (stride, stride), pad, dimension_numbers=NHWC, feature_group_count=channels
+            )
+
+        y, vjp = jax.vjp(conv, x, w)
+        return str(jax.make_jaxpr(conv)(x, w)), (y, *vjp(jax.random.normal(kg, y.shape)))
+
+    plain_jaxpr, plain = run()
+    ops.set_implementation('fast')
+    fast_jaxpr, fast = run()
+    assert 'feature_group_count=6' in plain_jaxpr
+    assert 'conv_general_dilated' not in fast_jaxpr
+    for a, b in zip(fast, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_grouped_conv_that_is_not_depthwise_stays_plain():
+    x = jnp.ones((1, 5, 5, 4))
+    w = jnp.ones((3, 3, 2, 4))
+    jaxpr = jax.make_jaxpr(
+        lambda x: ops.conv_general_dilated(
+            x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=NHWC, feature_group_count=2
+        )
+    )(x)
+    assert 'feature_group_count=2' in str(jaxpr)
 
 
 def test_max_pool_border_padding_is_minus_infinity():
@@ -164,9 +206,17 @@ def _loss_and_grads(name, **kwargs):
     return jax.jit(jax.value_and_grad(loss_fn))(params)
 
 
-@pytest.mark.parametrize('name', ['mynet_v1', 'mynet_v2', 'resnet_lite_11'])
+SMALL_PROXYLESS = {
+    'blocks': (MBConvSpec(8, 3, 1), MBConvSpec(16, 5, 3, 2), MBConvSpec(16, 7, 3)),
+    'stem_channels': 8,
+    'head_channels': 32,
+}
+
+
+@pytest.mark.parametrize('name', ['mynet_v1', 'mynet_v2', 'resnet_lite_11', 'proxylessnas_gpu'])
 def test_whole_model_loss_and_gradients_equal_plain(name, plain_ops):
-    kwargs = {'widths': (8, 16, 32)} if name == 'mynet_v2' else {}
+    kwargs = {'mynet_v2': {'widths': (8, 16, 32)}, 'proxylessnas_gpu': SMALL_PROXYLESS}
+    kwargs = kwargs.get(name, {})
     plain = _loss_and_grads(name, **kwargs)
     ops.set_implementation('fast')
     fast = _loss_and_grads(name, **kwargs)

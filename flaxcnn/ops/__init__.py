@@ -1,4 +1,5 @@
-"""Fast reformulations of conv, max-pool and batch norm, with a switch back to plain XLA ops.
+"""Fast reformulations of conv, depthwise conv, max-pool and batch norm, with a switch back
+to plain XLA ops.
 
 The fast paths compute the same math as the plain ``lax`` formulation (tests compare outputs
 and gradients) and are the default; ``set_implementation('plain')`` selects XLA's own ops,
@@ -13,6 +14,7 @@ from jax import lax
 
 from flaxcnn.ops import fast_batch_norm
 from flaxcnn.ops import fast_conv
+from flaxcnn.ops import fast_depthwise_conv
 from flaxcnn.ops import fast_max_pool
 
 IMPLEMENTATIONS = ('fast', 'plain')
@@ -63,12 +65,14 @@ def conv_general_dilated(
     feature_group_count=1,
     **kwargs,
 ):
-    """Drop-in for ``lax.conv_general_dilated`` (``nnx.Conv``'s hook); fast path for plain 2-D convs."""
+    """Drop-in for ``lax.conv_general_dilated`` (``nnx.Conv``'s hook); fast paths for plain and
+    depthwise 2-D convs."""
+    depthwise = feature_group_count > 1 and lhs.shape[-1] == rhs.shape[-1] == feature_group_count
     plain = (
         _implementation == 'plain'
         or lhs.ndim != 4
         or isinstance(padding, str)
-        or feature_group_count != 1
+        or (feature_group_count != 1 and not depthwise)
         or kwargs.get('precision') is not None
         or any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
         or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
@@ -86,4 +90,6 @@ def conv_general_dilated(
             feature_group_count=feature_group_count,
             **kwargs,
         )
+    if depthwise:
+        return fast_depthwise_conv.depthwise_conv2d(lhs, rhs, window_strides, padding)
     return fast_conv.conv2d(lhs, rhs, window_strides, padding)
