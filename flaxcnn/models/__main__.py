@@ -12,6 +12,7 @@ import jax.extend.core
 import jax.numpy as jnp
 from flax import nnx
 
+from flaxcnn import ops
 from flaxcnn.models import abstract_model, count_params, model_names
 
 
@@ -52,7 +53,12 @@ def count_macs(name: str, *, num_classes: int, in_channels: int, image_size: int
     model.eval()
     graphdef, state = nnx.split(model)
     x = jax.ShapeDtypeStruct((1, image_size, image_size, in_channels), jnp.float32)
-    closed = jax.make_jaxpr(lambda state, x: nnx.merge(graphdef, state)(x))(state, x)
+    previous = ops.implementation()
+    ops.set_implementation('plain')  # convs as convs, not as their fast reformulations
+    try:
+        closed = jax.make_jaxpr(lambda state, x: nnx.merge(graphdef, state)(x))(state, x)
+    finally:
+        ops.set_implementation(previous)
     return _jaxpr_macs(closed.jaxpr)
 
 
