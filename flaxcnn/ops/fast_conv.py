@@ -43,7 +43,7 @@ def _out_size(size: int, kernel: int, stride: int, pad: tuple[int, int]) -> int:
     return (size + pad[0] + pad[1] - kernel) // stride + 1
 
 
-def _tap_slices(x: jax.Array, kh: int, kw: int, stride, padding) -> list[jax.Array]:
+def tap_slices(x: jax.Array, kh: int, kw: int, stride, padding) -> list[jax.Array]:
     """Per kernel tap, row-major: the [B, out_h, out_w, C] pixels of NHWC ``x`` it sees."""
     batch, height, width, cin = x.shape
     out_h = _out_size(height, kh, stride[0], padding[0])
@@ -63,7 +63,7 @@ def _tap_slices(x: jax.Array, kh: int, kw: int, stride, padding) -> list[jax.Arr
 
 def _tap_columns(x: jax.Array, kh: int, kw: int, stride, padding) -> jax.Array:
     """[B * out_h * out_w, kh * kw * C]: im2col of NHWC ``x``, tap-major and channel-minor."""
-    taps = _tap_slices(x, kh, kw, stride, padding)
+    taps = tap_slices(x, kh, kw, stride, padding)
     return jnp.stack(taps, -2).reshape(-1, kh * kw * x.shape[-1])
 
 
@@ -139,7 +139,7 @@ def _weight_grad(x, w_shape, stride, padding, g):
     contract_pixels = (((0,), (0,)), ((), ()))
     taps = [
         lax.dot_general(tap.reshape(-1, cin), g2, contract_pixels)
-        for tap in _tap_slices(x, kh, kw, stride, padding)
+        for tap in tap_slices(x, kh, kw, stride, padding)
     ]
     return jnp.stack(taps).reshape(w_shape)
 

@@ -15,29 +15,13 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
-
-def _taps(x: jax.Array, kh: int, kw: int, stride, padding):
-    """Yields, per kernel tap (row-major), the strided slice of padded ``x`` it sees."""
-    batch, height, width, channels = x.shape
-    (sh, sw), (ph, pw) = stride, padding
-    out_h = (height + ph[0] + ph[1] - kh) // sh + 1
-    out_w = (width + pw[0] + pw[1] - kw) // sw + 1
-    xp = jnp.pad(x, ((0, 0), ph, pw, (0, 0)))
-    for i in range(kh):
-        for j in range(kw):
-            yield lax.slice(
-                xp,
-                (0, i, j, 0),
-                (batch, i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1, channels),
-                (1, sh, sw, 1),
-            )
+from flaxcnn.ops import fast_conv
 
 
 def _forward(x, w, stride, padding):
     kh, kw = w.shape[:2]
-    taps = _taps(x, kh, kw, stride, padding)
+    taps = fast_conv.tap_slices(x, kh, kw, stride, padding)
     return sum((tap * w[k // kw, k % kw, 0] for k, tap in enumerate(taps)), start=0.0)
 
 
@@ -55,7 +39,9 @@ def _depthwise_bwd(stride, padding, residuals, g):
     x_spec = jax.ShapeDtypeStruct(x.shape, x.dtype)
     dx = jax.linear_transpose(lambda x: _forward(x, w, stride, padding), x_spec)(g)[0]
     kh, kw = w.shape[:2]
-    dw = jnp.stack([jnp.sum(tap * g, (0, 1, 2)) for tap in _taps(x, kh, kw, stride, padding)])
+    dw = jnp.stack(
+        [jnp.sum(tap * g, (0, 1, 2)) for tap in fast_conv.tap_slices(x, kh, kw, stride, padding)]
+    )
     return dx, dw.reshape(w.shape)
 
 
