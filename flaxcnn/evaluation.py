@@ -37,7 +37,15 @@ def class_metrics(confusion: np.ndarray, class_names: Sequence[str]) -> dict[str
 
 def _replace_atomically(path: pathlib.Path, write) -> None:
     tmp = path.with_name(path.name + '.tmp')
-    write(tmp)
+    try:
+        write(tmp)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(
+            e.errno,
+            f'Writing the report {path} failed (full disk?): {e.strerror or e}. '
+            'The previous version of the file, if any, is untouched.',
+        ) from e
     os.replace(tmp, path)
 
 

@@ -1,6 +1,7 @@
 """Per-class metrics, confusion-matrix reports, and the evaluate and sizes commands."""
 
 import json
+import resource
 import subprocess
 import sys
 
@@ -31,6 +32,26 @@ def test_write_report_writes_json_and_png(tmp_path):
         [0, 4],
     ]
     assert (tmp_path / 'eval' / 'test.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert not list((tmp_path / 'eval').glob('*.tmp'))
+
+
+def test_a_report_that_cannot_be_written_names_the_file_and_keeps_the_old_one(tmp_path):
+    small = evaluation.class_metrics(np.array([[3, 1], [0, 4]]), ['NORMAL', 'PNEUMONIA'])
+    evaluation.write_report(small, tmp_path / 'eval', 'valid')
+    kept = (tmp_path / 'eval' / 'valid.json').read_bytes()
+    names = [f'class_{i}' for i in range(60)]  # a JSON report far above the limit below
+    large = evaluation.class_metrics(np.eye(60, dtype=int), names)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))  # Python ignores SIGXFSZ
+    try:
+        with pytest.raises(
+            OSError,
+            match=f'Writing the report {tmp_path / "eval" / "valid.json"} failed .*File too large',
+        ):
+            evaluation.write_report(large, tmp_path / 'eval', 'valid')
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert (tmp_path / 'eval' / 'valid.json').read_bytes() == kept
     assert not list((tmp_path / 'eval').glob('*.tmp'))
 
 
