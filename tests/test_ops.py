@@ -1,6 +1,8 @@
 """Fast conv / depthwise conv / max-pool / BatchNorm paths equal the plain lax formulation,
 values and gradients."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -103,6 +105,15 @@ def test_max_pool_border_padding_is_minus_infinity():
     x = -jnp.ones((1, 4, 4, 1)) - jnp.arange(16.0).reshape(1, 4, 4, 1)
     y = fast_max_pool.max_pool(x, 3, 2, 1)
     assert float(y.max()) < 0  # padding never wins over negative inputs
+
+
+def test_max_pool_backward_reads_the_stored_argmax():
+    # The compiled gradient computes the int8 window argmax once, before the conditional
+    # that stores it, instead of re-deriving it inside the backward fusion.
+    x = jax.random.normal(jax.random.key(0), (2, 9, 9, 3))
+    grad = jax.jit(jax.grad(lambda x: fast_max_pool.max_pool(jax.nn.relu(x), 3, 2, 1).sum()))
+    hlo = grad.lower(x).compile().as_text()
+    assert re.search(r'= \(s8\[2,5,5,3\][^)]*\) conditional\(', hlo), hlo
 
 
 @pytest.mark.parametrize(
