@@ -4,7 +4,9 @@ Same math as ``nnx.BatchNorm`` in training mode (batch mean, variance ``E[x^2] -
 clipped at 0, ``(x - mean) * rsqrt(var + eps) * scale + bias``). Differentiating that
 formula makes XLA reduce over the batch for the mean and the variance paths separately; the
 closed form needs two channel sums, ``sum(dy)`` and ``sum(dy * xhat)``, and one elementwise
-pass: ``dx = scale * rsqrt(var + eps) * (dy - mean(dy) - xhat * mean(dy * xhat))``.
+pass: ``dx = scale * rsqrt(var + eps) * (dy - mean(dy) - xhat * mean(dy * xhat))``. The
+second sum is taken as ``rsqrt(var + eps) * (sum(dy * x) - mean * sum(dy))``: XLA:CPU would
+otherwise write ``xhat`` to memory for the reduction (MyNet v2 b512: +2.5% train step).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def _batch_norm_bwd(epsilon, residuals, cotangents):
     dy = cotangents[0]
     xhat = (x - mean) * inv
     dbias = jnp.sum(dy, _AXES)
-    dscale = jnp.sum(dy * xhat, _AXES)
+    dscale = inv * (jnp.sum(dy * x, _AXES) - mean * dbias)
     count = x.size // x.shape[-1]
     dx = (scale * inv) * (dy - (dbias / count + xhat * (dscale / count)))
     return dx, dscale, dbias
