@@ -132,8 +132,9 @@ def test_max_pool_backward_reads_the_stored_argmax():
         (23, 3, 2, 1, fast_conv.PIXEL_MAJOR_CHANNELS, fast_conv.MIN_IM2COL_OUTPUTS, '_conv_im2col'),
         (10, 3, 2, 1, 20, 64, '_conv_im2col'),
         (11, 5, 3, 2, 17, 64, '_conv_im2col'),
-        (23, 1, 2, 0, 6, 4, None),  # 1x1: slice + matmul, no custom gradient
-        (9, 1, 1, 0, 20, 4, None),
+        # 1x1: slice + matmul, weight gradient (g^T @ x)^T
+        (23, 1, 2, 0, 6, 4, '_matmul_1x1'),
+        (9, 1, 1, 0, 20, 4, '_matmul_1x1'),
     ],
 )
 def test_conv_matches_lax_with_gradients(size, kernel, stride, pad, cin, cout, path):
@@ -150,7 +151,7 @@ def test_conv_matches_lax_with_gradients(size, kernel, stride, pad, cin, cout, p
         return fast_conv.conv2d(x, w, (stride, stride), padding)
 
     jaxpr = str(jax.make_jaxpr(fast_conv2d)(x, w))  # the expected formulation is used
-    for name in ('_conv_matmul_wgrad', '_conv_im2col'):
+    for name in ('_conv_matmul_wgrad', '_conv_im2col', '_matmul_1x1'):
         assert (name in jaxpr) == (name == path), f'{path} expected in {jaxpr}'
     fast = run(fast_conv2d)
     plain = run(

@@ -14,7 +14,9 @@ XLA's transposed convolution; the rest is reformulated by channel counts (``_use
   3-channel stem, whose pixel-major slices would be copied a float or two at a time), one
   matmul of channel-major tap rows ``[taps * C, pixels]`` with the output gradient.
 
-1x1 convolutions are a strided slice and a matmul in both directions.
+1x1 convolutions are a strided slice and a matmul in both directions; the weight gradient is
+written ``(g^T @ x)^T``, which XLA runs without transposing ``g`` (autodiff's ``x^T @ g``
+made it write ``g^T`` to memory first: MyNet v2 b512 +9% train step).
 """
 
 from __future__ import annotations
@@ -164,7 +166,26 @@ _conv_matmul_wgrad.defvjp(_conv_matmul_wgrad_fwd, _conv_matmul_wgrad_bwd)
 
 def _conv_1x1(x, w, stride, padding):
     x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
-    return x[:, :: stride[0], :: stride[1], :] @ w[0, 0]
+    return _matmul_1x1(x[:, :: stride[0], :: stride[1], :], w[0, 0])
+
+
+@jax.custom_vjp
+def _matmul_1x1(x, w):
+    """``x @ w`` with the weight gradient as ``(g^T @ x)^T`` (module docstring)."""
+    return x @ w
+
+
+def _matmul_1x1_fwd(x, w):
+    return x @ w, (x, w)
+
+
+def _matmul_1x1_bwd(residuals, g):
+    x, w = residuals
+    x2, g2 = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
+    return g @ w.T, (g2.T @ x2).T
+
+
+_matmul_1x1.defvjp(_matmul_1x1_fwd, _matmul_1x1_bwd)
 
 
 def conv2d(
