@@ -89,6 +89,11 @@ class Checkpoints:
         """Saves asynchronously; ``valid_accuracy`` marks an epoch-end candidate for best."""
         metrics = None if valid_accuracy is None else {VALID_METRIC: valid_accuracy}
         try:  # also reports a failure of the previous, asynchronous save
+            if metrics is not None and step in self.manager.all_steps():
+                # Saved mid-epoch without a score (the time budget ran out right after a
+                # periodic save): Orbax skips a step it has, so replace it to rank it.
+                self.manager.wait_until_finished()
+                self.manager.delete(step)
             self.manager.save(
                 step,
                 metrics=metrics,

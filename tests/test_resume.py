@@ -48,6 +48,20 @@ def test_latest_n_plus_best_are_kept(smoke_config, tmp_path):
     ckpts.close()
 
 
+def test_a_step_saved_mid_epoch_is_ranked_once_its_validation_score_arrives(smoke_config, tmp_path):
+    # The time budget can run out right after a periodic (unscored) save; the epoch-end save
+    # of the same step then carries the validation score and must count for "best".
+    _, _, state = tiny_train_state(smoke_config, seed=3)
+    ckpts = checkpoint.Checkpoints(tmp_path, max_to_keep=2)
+    ckpts.save(4, state, {}, valid_accuracy=0.8)
+    ckpts.save(6, state, {'progress': {'step': 6}})
+    ckpts.save(6, state, {'progress': {'step': 6}}, valid_accuracy=0.9)
+    ckpts.wait()
+    assert ckpts.best_step() == 6 and ckpts.latest_step() == 6
+    assert ckpts.read_meta(6) == {'progress': {'step': 6}}
+    ckpts.close()
+
+
 def test_resume_with_a_lower_learning_rate_and_more_epochs(tmp_path, data_dir):
     run_smoke(tmp_path, data_dir, '--config.num_epochs=1')
     run_smoke(tmp_path, data_dir, '--config.num_epochs=2', '--config.optimizer.lr=0.0001')
