@@ -19,7 +19,6 @@ from flaxcnn.ops import fast_conv
 from flaxcnn.ops import fast_max_pool
 
 TOL = dict(rtol=1e-5, atol=1e-5)
-NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
 @pytest.fixture
@@ -75,7 +74,12 @@ def test_depthwise_conv_matches_grouped_lax_conv_with_gradients(size, kernel, st
     def run():  # traced afresh, so it reads the implementation in use
         def conv(x, w):
             return ops.conv_general_dilated(
-                x, w, (stride, stride), pad, dimension_numbers=NHWC, feature_group_count=channels
+                x,
+                w,
+                (stride, stride),
+                pad,
+                dimension_numbers=fast_conv.NHWC,
+                feature_group_count=channels,
             )
 
         y, vjp = jax.vjp(conv, x, w)
@@ -95,7 +99,7 @@ def test_grouped_conv_that_is_not_depthwise_stays_plain():
     w = jnp.ones((3, 3, 2, 4))
     jaxpr = jax.make_jaxpr(
         lambda x: ops.conv_general_dilated(
-            x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=NHWC, feature_group_count=2
+            x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=fast_conv.NHWC, feature_group_count=2
         )
     )(x)
     assert 'feature_group_count=2' in str(jaxpr)
@@ -156,7 +160,7 @@ def test_conv_matches_lax_with_gradients(size, kernel, stride, pad, cin, cout, p
     fast = run(fast_conv2d)
     plain = run(
         lambda x, w: lax.conv_general_dilated(
-            x, w, (stride, stride), padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+            x, w, (stride, stride), padding, dimension_numbers=fast_conv.NHWC
         )
     )
     for a, b in zip(fast, plain):
@@ -245,7 +249,7 @@ def test_switch_selects_the_implementation(plain_ops):
         jax.grad(
             lambda x: ops.max_pool(
                 ops.conv_general_dilated(
-                    x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+                    x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=fast_conv.NHWC
                 ),
                 3,
                 2,
