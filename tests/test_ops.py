@@ -17,6 +17,7 @@ from flaxcnn.models.proxylessnas import MBConvSpec
 from flaxcnn.ops import fast_batch_norm
 from flaxcnn.ops import fast_conv
 from flaxcnn.ops import fast_max_pool
+from flaxcnn.ops import fusion_barrier
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -120,6 +121,28 @@ def test_max_pool_backward_reads_the_stored_argmax():
     assert re.search(r'= \(s8\[2,5,5,3\][^)]*\) conditional\(', hlo), hlo
 
 
+@pytest.mark.parametrize('value', [1.5, -2.0, 0.0, -0.0, np.nan, np.inf])
+def test_fusion_barrier_keeps_values_and_the_conditional(value):
+    x = jnp.arange(12.0).reshape(3, 4).at[0, 0].set(value)
+    f = jax.jit(lambda x: fusion_barrier.stored(x.T) @ x)
+    np.testing.assert_array_equal(f(x), x.T @ x)  # whatever the first element's sign
+    assert ' conditional(' in f.lower(x).compile().as_text()
+
+
+def test_wide_weight_gradient_keeps_the_transposed_output_gradient():
+    # g^T is written once, by the conditional, and the per-tap dots read it as their lhs;
+    # without the conditional XLA folds the transpose back into tap^T @ g.
+    channels = fast_conv.YNN_WGRAD_CHANNELS
+    x = jax.random.normal(jax.random.key(0), (2, 4, 4, channels))
+    w = jax.random.normal(jax.random.key(1), (3, 3, channels, channels))
+
+    def loss(x, w):
+        return jnp.square(fast_conv.conv2d(x, w, (1, 1), ((1, 1), (1, 1)))).sum()
+
+    hlo = jax.jit(jax.grad(loss, argnums=1)).lower(x, w).compile().as_text()
+    assert re.search(rf'= \(f32\[{channels},32\][^)]*\) conditional\(', hlo), hlo
+
+
 @pytest.mark.parametrize(
     'size,kernel,stride,pad,cin,cout,path',
     [
@@ -133,6 +156,16 @@ def test_max_pool_backward_reads_the_stored_argmax():
         (12, 3, 1, 1, fast_conv.MAX_IM2COL_CHANNELS, 8, '_conv_matmul_wgrad'),
         (10, 3, 2, 1, fast_conv.PIXEL_MAJOR_CHANNELS, 8, '_conv_matmul_wgrad'),
         (11, 5, 3, 2, 20, 4, '_conv_matmul_wgrad'),
+        # ... and for wide layers as g^T @ tap (YNNPACK's layout)
+        (
+            6,
+            3,
+            1,
+            1,
+            fast_conv.YNN_WGRAD_CHANNELS,
+            fast_conv.YNN_WGRAD_CHANNELS,
+            '_conv_matmul_wgrad',
+        ),
         (23, 3, 2, 1, fast_conv.PIXEL_MAJOR_CHANNELS, fast_conv.MIN_IM2COL_OUTPUTS, '_conv_im2col'),
         (10, 3, 2, 1, 20, 64, '_conv_im2col'),
         (11, 5, 3, 2, 17, 64, '_conv_im2col'),

@@ -3,8 +3,8 @@
 Same math as ``lax.reduce_window(max)`` with -inf padding and its gradient (the gradient goes
 to the first maximum of each window, in row-major window order), several times faster on
 XLA:CPU: the forward pass records which window tap held the maximum (and keeps that index
-in memory, ``_stored``); the backward pass places each tap's share of the output gradient
-with an interior-padded ``lax.pad``.
+in memory, ``fusion_barrier.stored``); the backward pass places each tap's share of the
+output gradient with an interior-padded ``lax.pad``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from flaxcnn.ops import fusion_barrier
 
 
 def _geometry(shape, window: int, stride: int, padding: int):
@@ -60,21 +62,12 @@ def max_pool(x: jax.Array, window: int, stride: int, padding: int = 0) -> jax.Ar
     return _forward(x, window, stride, padding)[0]
 
 
-def _stored(index: jax.Array) -> jax.Array:
-    """``index``, through a conditional that is always true (indices are >= 0).
-
-    XLA:CPU would otherwise fuse the window argmax into the backward pass and recompute it
-    there for every tap that reads it (MyNet v2's stem: 45-55 ms of a 450 ms step); a
-    conditional is a fusion boundary, so the int8 index is computed once and kept.
-    """
-    if not index.size:
-        return index
-    return lax.cond(index[0, 0, 0, 0] >= 0, lambda i: i, jnp.zeros_like, index)
-
-
 def _max_pool_fwd(x, window, stride, padding):
     out, index = _forward(x, window, stride, padding)
-    return out, (_stored(index), x.shape)
+    # Kept in memory: XLA:CPU would otherwise fuse the window argmax into the backward pass
+    # and recompute it there for every tap that reads it (MyNet v2's stem: 45-55 ms of a
+    # 450 ms step).
+    return out, (fusion_barrier.stored(index), x.shape)
 
 
 def _max_pool_bwd(window, stride, padding, residuals, g):
