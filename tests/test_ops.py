@@ -20,6 +20,7 @@ from flaxcnn.ops import fast_max_pool
 from flaxcnn.ops import fusion_barrier
 
 TOL = dict(rtol=1e-5, atol=1e-5)
+WIDE = fast_conv.YNN_WGRAD_CHANNELS
 
 
 @pytest.fixture
@@ -132,15 +133,16 @@ def test_fusion_barrier_keeps_values_and_the_conditional(value):
 def test_wide_weight_gradient_keeps_the_transposed_output_gradient():
     # g^T is written once, by the conditional, and the per-tap dots read it as their lhs;
     # without the conditional XLA folds the transpose back into tap^T @ g.
-    channels = fast_conv.YNN_WGRAD_CHANNELS
-    x = jax.random.normal(jax.random.key(0), (2, 4, 4, channels))
-    w = jax.random.normal(jax.random.key(1), (3, 3, channels, channels))
+    batch, size = 2, 4
+    x = jax.random.normal(jax.random.key(0), (batch, size, size, WIDE))
+    w = jax.random.normal(jax.random.key(1), (3, 3, WIDE, WIDE))
 
     def loss(x, w):
         return jnp.square(fast_conv.conv2d(x, w, (1, 1), ((1, 1), (1, 1)))).sum()
 
     hlo = jax.jit(jax.grad(loss, argnums=1)).lower(x, w).compile().as_text()
-    assert re.search(rf'= \(f32\[{channels},32\][^)]*\) conditional\(', hlo), hlo
+    pixels = batch * size * size  # stride 1, same padding
+    assert re.search(rf'= \(f32\[{WIDE},{pixels}\][^)]*\) conditional\(', hlo), hlo
 
 
 @pytest.mark.parametrize(
@@ -157,15 +159,7 @@ def test_wide_weight_gradient_keeps_the_transposed_output_gradient():
         (10, 3, 2, 1, fast_conv.PIXEL_MAJOR_CHANNELS, 8, '_conv_matmul_wgrad'),
         (11, 5, 3, 2, 20, 4, '_conv_matmul_wgrad'),
         # ... and for wide layers as g^T @ tap (YNNPACK's layout)
-        (
-            6,
-            3,
-            1,
-            1,
-            fast_conv.YNN_WGRAD_CHANNELS,
-            fast_conv.YNN_WGRAD_CHANNELS,
-            '_conv_matmul_wgrad',
-        ),
+        (6, 3, 1, 1, WIDE, WIDE, '_conv_matmul_wgrad'),
         (23, 3, 2, 1, fast_conv.PIXEL_MAJOR_CHANNELS, fast_conv.MIN_IM2COL_OUTPUTS, '_conv_im2col'),
         (10, 3, 2, 1, 20, 64, '_conv_im2col'),
         (11, 5, 3, 2, 17, 64, '_conv_im2col'),
