@@ -145,6 +145,21 @@ def test_wide_weight_gradient_keeps_the_transposed_output_gradient():
     assert re.search(rf'= \(f32\[{WIDE},{pixels}\][^)]*\) conditional\(', hlo), hlo
 
 
+def test_wide_stride_one_convs_stay_out_of_ynnpack():
+    # Forward pass and input gradient are top-level convolutions (Eigen) with one extra
+    # output row; YNNPACK's would be fusions whose root is the convolution.
+    x = jax.random.normal(jax.random.key(0), (2, 6, 5, fast_conv.EIGEN_CHANNELS))
+    w = jax.random.normal(jax.random.key(1), (3, 3, fast_conv.EIGEN_CHANNELS, 8))
+
+    def loss(x, w):
+        return jnp.square(fast_conv.conv2d(x, w, (1, 1), ((1, 1), (1, 1)))).sum()
+
+    grad = jax.jit(jax.value_and_grad(loss, (0, 1)))
+    hlo = grad.lower(x, w).compile().as_text()
+    taller = re.findall(r'^  %\S+ = f32\[2,7,5,(?:8|64)\]\S* convolution\(', hlo, re.M)
+    assert len(taller) == 2, hlo
+
+
 @pytest.mark.parametrize(
     'size,kernel,stride,pad,cin,cout,path',
     [
@@ -155,11 +170,18 @@ def test_wide_weight_gradient_keeps_the_transposed_output_gradient():
         (11, 5, 3, 2, 6, 4, '_conv_matmul_wgrad'),
         (10, 3, 2, 1, 6, 4, '_conv_matmul_wgrad'),
         # XLA's forward conv; weight gradient as per-tap matmuls
-        (12, 3, 1, 1, fast_conv.MAX_IM2COL_CHANNELS, 8, '_conv_matmul_wgrad'),
+        (12, 3, 2, 1, fast_conv.MAX_IM2COL_CHANNELS, 8, '_conv_matmul_wgrad'),
+        (12, 3, 1, 1, fast_conv.EIGEN_CHANNELS - 1, 8, '_conv_matmul_wgrad'),
         (10, 3, 2, 1, fast_conv.PIXEL_MAJOR_CHANNELS, 8, '_conv_matmul_wgrad'),
         (11, 5, 3, 2, 20, 4, '_conv_matmul_wgrad'),
-        # ... and for wide layers as g^T @ tap (YNNPACK's layout)
-        (6, 3, 1, 1, WIDE, WIDE, '_conv_matmul_wgrad'),
+        (9, 3, 1, 2, fast_conv.EIGEN_CHANNELS, 8, '_conv_matmul_wgrad'),  # output > input
+        # stride 1 from EIGEN_CHANNELS on: taller convs (Eigen), odd sizes and paddings
+        (12, 3, 1, 1, fast_conv.EIGEN_CHANNELS, 8, '_conv_eigen'),
+        (7, 3, 1, 0, fast_conv.EIGEN_CHANNELS, 8, '_conv_eigen'),
+        (11, 5, 1, 2, fast_conv.EIGEN_CHANNELS + 3, 4, '_conv_eigen'),
+        (2, 3, 1, 1, fast_conv.EIGEN_CHANNELS, 4, '_conv_eigen'),  # kernel > input
+        # ... with wide weight gradients as g^T @ tap (YNNPACK's layout)
+        (6, 3, 1, 1, WIDE, WIDE, '_conv_eigen'),
         (23, 3, 2, 1, fast_conv.PIXEL_MAJOR_CHANNELS, fast_conv.MIN_IM2COL_OUTPUTS, '_conv_im2col'),
         (10, 3, 2, 1, 20, 64, '_conv_im2col'),
         (11, 5, 3, 2, 17, 64, '_conv_im2col'),
@@ -182,7 +204,7 @@ def test_conv_matches_lax_with_gradients(size, kernel, stride, pad, cin, cout, p
         return fast_conv.conv2d(x, w, (stride, stride), padding)
 
     jaxpr = str(jax.make_jaxpr(fast_conv2d)(x, w))  # the expected formulation is used
-    for name in ('_conv_matmul_wgrad', '_conv_im2col', '_matmul_1x1'):
+    for name in ('_conv_eigen', '_conv_matmul_wgrad', '_conv_im2col', '_matmul_1x1'):
         assert (name in jaxpr) == (name == path), f'{path} expected in {jaxpr}'
     fast = run(fast_conv2d)
     plain = run(
