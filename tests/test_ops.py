@@ -145,9 +145,10 @@ def test_wide_weight_gradient_keeps_the_transposed_output_gradient():
     assert re.search(rf'= \(f32\[{WIDE},{pixels}\][^)]*\) conditional\(', hlo), hlo
 
 
-def test_wide_stride_one_convs_stay_out_of_ynnpack():
+def test_wide_stride_one_convs_stay_out_of_ynnpack(monkeypatch):
     # Forward pass and input gradient are top-level convolutions (Eigen) with one extra
     # output row; YNNPACK's would be fusions whose root is the convolution.
+    monkeypatch.setattr(fast_conv, 'EIGEN_MIN_PIXELS', 0)  # a small conv takes the large path
     x = jax.random.normal(jax.random.key(0), (2, 6, 5, fast_conv.EIGEN_CHANNELS))
     w = jax.random.normal(jax.random.key(1), (3, 3, fast_conv.EIGEN_CHANNELS, 8))
 
@@ -190,7 +191,8 @@ def test_wide_stride_one_convs_stay_out_of_ynnpack():
         (9, 1, 1, 0, 20, 4, '_matmul_1x1'),
     ],
 )
-def test_conv_matches_lax_with_gradients(size, kernel, stride, pad, cin, cout, path):
+def test_conv_matches_lax_with_gradients(size, kernel, stride, pad, cin, cout, path, monkeypatch):
+    monkeypatch.setattr(fast_conv, 'EIGEN_MIN_PIXELS', 0)  # small convs take the large path
     kx, kw, kg = jax.random.split(jax.random.key(0), 3)
     x = jax.random.normal(kx, (2, size, size - 1, cin))
     w = jax.random.normal(kw, (kernel, kernel, cin, cout))

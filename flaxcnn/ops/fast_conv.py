@@ -5,7 +5,8 @@ than a matmul of the same size, and a wide forward pass or input gradient at abo
 GFLOP/s, where XLA's other convolution library, Eigen, reaches 190. The formulation is chosen
 by stride, padding and channel counts:
 
-- Eigen, for stride-1 convs with at least ``EIGEN_CHANNELS`` input channels (``_use_eigen``):
+- Eigen, for large stride-1 convs with at least ``EIGEN_CHANNELS`` input channels
+  (``_use_eigen``):
   the forward pass and the input gradient are XLA convolutions with one output row more than
   the input has rows, then sliced; XLA keeps such convolutions out of YNNPACK
   (``ynn_support.cc``: an output larger than its input). The weight gradient is per-tap
@@ -57,8 +58,11 @@ YNN_WGRAD_CHANNELS = 256
 # Stride-1 convs with at least this many input channels run forward and input gradient in
 # Eigen (_taller). Forward, 3x3 at 23x23 b128: 64->128 160 -> 67 ms, 256->256 557 -> 470 ms;
 # train step ResNet-lite-11 b128 +1 / +3.5 / +8%, ResNet-lite-22 +2.6 / +1.7%. From 16
-# channels (BasicCNN's 16->32 and 32->64) the train step measured 1.02x and 0.80x.
+# channels (BasicCNN's 16->32 and 32->64) the train step measured 1.02x and 0.80x. Small
+# layers stay in YNNPACK: ResNet-50 b32 (at most 20,000 output pixels per conv) measured
+# 0.80-0.95x with the Eigen route.
 EIGEN_CHANNELS = 64
+EIGEN_MIN_PIXELS = 32768
 
 
 def _out_size(size: int, kernel: int, stride: int, pad: tuple[int, int]) -> int:
@@ -109,12 +113,14 @@ def _tap_rows(x: jax.Array, kh: int, kw: int, stride, padding) -> jax.Array:
     return jnp.stack(taps).reshape(kh * kw * cin, -1)
 
 
-def _use_eigen(w_shape, stride, padding) -> bool:
-    """Stride 1, wide enough, and padding that keeps the output no larger than the input."""
+def _use_eigen(x_shape, w_shape, stride, padding) -> bool:
+    """Stride 1, wide and large enough, and padding that keeps the output no larger than the
+    input (so its pixel count is at most the input's)."""
     kernel = w_shape[:2]
     return (
         stride == (1, 1)
         and w_shape[2] >= EIGEN_CHANNELS
+        and x_shape[0] * x_shape[1] * x_shape[2] >= EIGEN_MIN_PIXELS
         and all(min(p) >= 0 and sum(p) < k for p, k in zip(padding, kernel))
     )
 
@@ -261,7 +267,7 @@ def conv2d(
     stride, padding = tuple(stride), tuple(tuple(p) for p in padding)
     if w.shape[:2] == (1, 1):
         return _conv_1x1(x, w, stride, padding)
-    if _use_eigen(w.shape, stride, padding):
+    if _use_eigen(x.shape, w.shape, stride, padding):
         return _conv_eigen(x, w, padding)
     if _use_im2col(*w.shape[2:]):
         return _conv_im2col(x, w, stride, padding)
