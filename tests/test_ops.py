@@ -130,17 +130,17 @@ def test_fusion_barrier_keeps_values_and_the_conditional(value):
     assert ' conditional(' in f.lower(x).compile().as_text()
 
 
+def _same_conv_loss(x, w):
+    return jnp.square(fast_conv.conv2d(x, w, (1, 1), ((1, 1), (1, 1)))).sum()
+
+
 def test_wide_weight_gradient_keeps_the_transposed_output_gradient():
     # g^T is written once, by the conditional, and the per-tap dots read it as their lhs;
     # without the conditional XLA folds the transpose back into tap^T @ g.
     batch, size = 2, 4
     x = jax.random.normal(jax.random.key(0), (batch, size, size, WIDE))
     w = jax.random.normal(jax.random.key(1), (3, 3, WIDE, WIDE))
-
-    def loss(x, w):
-        return jnp.square(fast_conv.conv2d(x, w, (1, 1), ((1, 1), (1, 1)))).sum()
-
-    hlo = jax.jit(jax.grad(loss, argnums=1)).lower(x, w).compile().as_text()
+    hlo = jax.jit(jax.grad(_same_conv_loss, argnums=1)).lower(x, w).compile().as_text()
     pixels = batch * size * size  # stride 1, same padding
     assert re.search(rf'= \(f32\[{WIDE},{pixels}\][^)]*\) conditional\(', hlo), hlo
 
@@ -151,11 +151,7 @@ def test_wide_stride_one_convs_stay_out_of_ynnpack(monkeypatch):
     monkeypatch.setattr(fast_conv, 'EIGEN_MIN_PIXELS', 0)  # a small conv takes the large path
     x = jax.random.normal(jax.random.key(0), (2, 6, 5, fast_conv.EIGEN_CHANNELS))
     w = jax.random.normal(jax.random.key(1), (3, 3, fast_conv.EIGEN_CHANNELS, 8))
-
-    def loss(x, w):
-        return jnp.square(fast_conv.conv2d(x, w, (1, 1), ((1, 1), (1, 1)))).sum()
-
-    grad = jax.jit(jax.value_and_grad(loss, (0, 1)))
+    grad = jax.jit(jax.value_and_grad(_same_conv_loss, (0, 1)))
     hlo = grad.lower(x, w).compile().as_text()
     taller = re.findall(r'^  %\S+ = f32\[2,7,5,(?:8|64)\]\S* convolution\(', hlo, re.M)
     assert len(taller) == 2, hlo

@@ -6,11 +6,10 @@ GFLOP/s, where XLA's other convolution library, Eigen, reaches 190. The formulat
 by stride, padding and channel counts:
 
 - Eigen, for large stride-1 convs with at least ``EIGEN_CHANNELS`` input channels
-  (``_use_eigen``):
-  the forward pass and the input gradient are XLA convolutions with one output row more than
-  the input has rows, then sliced; XLA keeps such convolutions out of YNNPACK
-  (``ynn_support.cc``: an output larger than its input). The weight gradient is per-tap
-  matmuls, as below.
+  (``_use_eigen``): the forward pass and the input gradient are XLA convolutions with one
+  output row more than the input has rows, then sliced; XLA keeps such convolutions out of
+  YNNPACK (``ynn_support.cc``: an output larger than its input). The weight gradient is
+  per-tap matmuls, as below.
 - im2col, for a moderate input width C and an output width that amortises the copy: the
   forward pass is one matmul of the tap columns ``[pixels, taps * C]`` (strided NHWC slices,
   C contiguous floats per pixel and tap) with the kernel; the columns are kept for the
@@ -59,7 +58,7 @@ YNN_WGRAD_CHANNELS = 256
 # Eigen (_taller). Forward, 3x3 at 23x23 b128: 64->128 160 -> 67 ms, 256->256 557 -> 470 ms;
 # train step ResNet-lite-11 b128 +1 / +3.5 / +8%, ResNet-lite-22 +2.6 / +1.7%. From 16
 # channels (BasicCNN's 16->32 and 32->64) the train step measured 1.02x and 0.80x. Small
-# layers stay in YNNPACK: ResNet-50 b32 (at most 20,000 output pixels per conv) measured
+# layers stay in YNNPACK: ResNet-50 b32 (at most 20,000 input pixels per conv) measured
 # 0.80-0.95x with the Eigen route.
 EIGEN_CHANNELS = 64
 EIGEN_MIN_PIXELS = 32768
@@ -114,8 +113,8 @@ def _tap_rows(x: jax.Array, kh: int, kw: int, stride, padding) -> jax.Array:
 
 
 def _use_eigen(x_shape, w_shape, stride, padding) -> bool:
-    """Stride 1, wide and large enough, and padding that keeps the output no larger than the
-    input (so its pixel count is at most the input's)."""
+    """Stride 1, at least EIGEN_CHANNELS inputs and EIGEN_MIN_PIXELS input pixels, and padding
+    that keeps the output no larger than the input."""
     kernel = w_shape[:2]
     return (
         stride == (1, 1)
