@@ -134,15 +134,29 @@ def _same_conv_loss(x, w):
     return jnp.square(fast_conv.conv2d(x, w, (1, 1), ((1, 1), (1, 1)))).sum()
 
 
-def test_wide_weight_gradient_keeps_the_transposed_output_gradient():
+def test_wide_strided_weight_gradient_keeps_the_transposed_output_gradient():
     # g^T is written once, by the conditional, and the per-tap dots read it as their lhs;
     # without the conditional XLA folds the transpose back into tap^T @ g.
-    batch, size = 2, 4
+    batch, size = 2, 8
     x = jax.random.normal(jax.random.key(0), (batch, size, size, WIDE))
     w = jax.random.normal(jax.random.key(1), (3, 3, WIDE, WIDE))
-    hlo = jax.jit(jax.grad(_same_conv_loss, argnums=1)).lower(x, w).compile().as_text()
-    pixels = batch * size * size  # stride 1, same padding
+    loss = lambda x, w: jnp.square(fast_conv.conv2d(x, w, (2, 2), ((1, 1), (1, 1)))).sum()
+    hlo = jax.jit(jax.grad(loss, argnums=1)).lower(x, w).compile().as_text()
+    pixels = batch * (size // 2) ** 2
     assert re.search(rf'= \(f32\[{WIDE},{pixels}\][^)]*\) conditional\(', hlo), hlo
+
+
+def test_stride_one_weight_gradient_is_one_eigen_convolution():
+    # The channel-major input (batch as features) convolved with the output gradient, padded
+    # to one row taller than the input: a top-level convolution, neither in a YNNPACK fusion
+    # nor operand-swapped (window-reversed, which Eigen declines).
+    cin = fast_conv.PIXEL_MAJOR_CHANNELS
+    x = jax.random.normal(jax.random.key(0), (2, 6, 5, cin))
+    w = jax.random.normal(jax.random.key(1), (3, 3, cin, 8))
+    hlo = jax.jit(jax.grad(_same_conv_loss, argnums=1)).lower(x, w).compile().as_text()
+    convs = re.findall(rf'^  %\S+ = f32\[{cin},3,3,8\]\S* convolution\(.*$', hlo, re.M)
+    assert len(convs) == 1 and 'window={size=7x5 ' in convs[0], hlo
+    assert 'reversal' not in convs[0]
 
 
 def test_wide_stride_one_convs_stay_out_of_ynnpack(monkeypatch):

@@ -8,13 +8,16 @@ by stride, padding and channel counts:
 - Eigen, for large stride-1 convs with at least ``EIGEN_CHANNELS`` input channels
   (``_use_eigen``): the forward pass and the input gradient are XLA convolutions with one
   output row more than the input has rows, then sliced; XLA keeps such convolutions out of
-  YNNPACK (``ynn_support.cc``: an output larger than its input). The weight gradient is
-  per-tap matmuls, as below.
+  YNNPACK (``ynn_support.cc``: an output larger than its input). The weight gradient as
+  below.
 - im2col, for a moderate input width C and an output width that amortises the copy: the
   forward pass is one matmul of the tap columns ``[pixels, taps * C]`` (strided NHWC slices,
   C contiguous floats per pixel and tap) with the kernel; the columns are kept for the
   weight gradient ``(g^T @ columns)^T``.
-- otherwise XLA's forward convolution, and a weight gradient that depends on C. From
+- otherwise XLA's forward convolution, and a weight gradient that depends on stride and C.
+  Stride 1 from ``PIXEL_MAJOR_CHANNELS`` on: one Eigen convolution of the channel-major
+  input (batch as features) with the output gradient as kernel, one zero row taller than
+  the input so that YNNPACK declines it (``_weight_grad_eigen``). Otherwise, from
   ``PIXEL_MAJOR_CHANNELS`` on, one matmul per kernel tap: the tap's strided NHWC slice
   ``[pixels, C]``, transposed, times the output gradient (for wide layers the output
   gradient, transposed, times the slice); no im2col buffer. Below it (a 1- or
@@ -48,11 +51,11 @@ NHWC = ('NHWC', 'HWIO', 'NHWC')
 PIXEL_MAJOR_CHANNELS = 16
 MAX_IM2COL_CHANNELS = 128
 MIN_IM2COL_OUTPUTS = 64
-# Per-tap weight gradients with at least this many input and output channels are taken as
-# g^T @ tap, with g^T kept in memory (fusion_barrier.stored): a row-major lhs, which XLA hands
-# to YNNPACK (256->256 at 23x23 b128: 9 taps 530 -> 466 ms; ResNet-lite-22 b128 +2.5-8%).
-# Autodiff's tap^T @ g has both operands pixel-major and runs in Eigen; XLA folds a plain
-# g^T back into the dot. With 128 channels the two measured the same.
+# Per-tap weight gradients (strided convs) with at least this many input and output channels
+# are taken as g^T @ tap, with g^T kept in memory (fusion_barrier.stored): a row-major lhs,
+# which XLA hands to YNNPACK (256->256 at 23x23 b128: 9 taps 530 -> 466 ms; ResNet-lite-22
+# b128 +2.5-8%). Autodiff's tap^T @ g has both operands pixel-major and runs in Eigen; XLA
+# folds a plain g^T back into the dot. With 128 channels the two measured the same.
 YNN_WGRAD_CHANNELS = 256
 # Stride-1 convs with at least this many input channels run forward and input gradient in
 # Eigen (_taller). Forward, 3x3 at 23x23 b128: 64->128 160 -> 67 ms, 256->256 557 -> 470 ms;
@@ -167,9 +170,58 @@ def _conv_im2col_bwd(stride, padding, residuals, g):
 _conv_im2col.defvjp(_conv_im2col_fwd, _conv_im2col_bwd)
 
 
+# Stride-1 weight gradients from PIXEL_MAJOR_CHANNELS on. Alone, 3x3 b128 at 23x23, per-tap
+# matmuls -> Eigen: 64->128 147 -> 107 ms, 128->128 273 -> 184, 256->256 737 -> 540; BasicCNN
+# b256 16->32 at 50x50 221 -> 139. Train step, alternating processes: ResNet-lite-11 b128 +5 /
+# +0.2%. BasicCNN's 3-channel stem (channel-major tap rows) measured 74 -> 72 ms, plus 40 ms
+# of transposes.
+def _eigen_wgrad_rows(x_shape, w_shape, stride, padding) -> int | None:
+    """Zero rows to append to ``g`` for ``_weight_grad_eigen``, or None where it does not apply
+    (strided, negative padding, or XLA would swap the convolution's operands)."""
+    _, height, width, _ = x_shape
+    (top, bottom), (left, right) = padding
+    if (
+        stride != (1, 1)
+        or w_shape[2] < PIXEL_MAJOR_CHANNELS
+        or min(top, bottom, left, right) < 0
+        or w_shape[1] == 1
+    ):
+        return None
+    out_h = _out_size(height, w_shape[0], 1, (top, bottom))
+    out_w = _out_size(width, w_shape[1], 1, (left, right))
+    extra = max(1, height + 1 - out_h)
+    # XLA swaps a convolution's operands when its kernel has more spatial elements than its
+    # input, not counting a kernel dimension as wide as the input (conv_operand_swapper.cc,
+    # hence no k x 1 kernels); the swapped one is window-reversed, which Eigen declines.
+    if (out_h + extra) * out_w > height * (width + left + right):
+        return None
+    return extra
+
+
+def _weight_grad_eigen(x, padding, g, extra):
+    """Stride-1 kernel gradient as one Eigen convolution: the channel-major input [C, H, W, B]
+    (batch as features) with the output gradient [OH + extra, OW, B, C_out] as kernel. The
+    extra zero rows make the kernel taller than the input, which YNNPACK declines; the input's
+    column padding is explicit, inside a conditional, so that XLA neither folds it into the
+    window nor swaps the operands (both would leave Eigen's fast path)."""
+    (top, bottom), (left, right) = padding
+    xt = fusion_barrier.stored(
+        x, lambda a: jnp.pad(a.transpose(3, 1, 2, 0), ((0, 0), (0, 0), (left, right), (0, 0)))
+    )
+    gt = jnp.pad(g.transpose(1, 2, 0, 3), ((0, extra), (0, 0), (0, 0), (0, 0)))
+    dw = lax.conv_general_dilated(
+        xt, gt, (1, 1), ((top, bottom + extra), (0, 0)), dimension_numbers=NHWC
+    )
+    return dw.transpose(1, 2, 0, 3)
+
+
 def _weight_grad(x, w_shape, stride, padding, g):
-    """The kernel gradient as matmuls: per-tap slices or channel-major rows (module docstring)."""
+    """The kernel gradient: one Eigen convolution where it applies, else matmuls of per-tap
+    slices or channel-major rows (module docstring)."""
     kh, kw, cin, cout = w_shape
+    extra = _eigen_wgrad_rows(x.shape, w_shape, stride, padding)
+    if extra is not None:
+        return _weight_grad_eigen(x, padding, g, extra)
     g2 = g.reshape(-1, cout)
     if cin < PIXEL_MAJOR_CHANNELS:
         return (_tap_rows(x, kh, kw, stride, padding) @ g2).reshape(w_shape)

@@ -8,19 +8,23 @@ in its own row-major layout, and read from there by every consumer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 
-def stored(x: jax.Array) -> jax.Array:
-    """``x``, unchanged, through a conditional whose predicate is always true.
+def stored(x: jax.Array, transform: Callable[[jax.Array], jax.Array] = lambda a: a) -> jax.Array:
+    """``transform(x)`` computed inside a conditional whose predicate is always true.
 
-    The predicate reads the bits of one element as a signed integer (``>= 0 or < 0``), so
-    XLA cannot prove it constant and remove the conditional, whatever the values (NaN too).
+    The predicate reads the bits of one element of ``x`` as a signed integer (``>= 0 or
+    < 0``), so XLA cannot prove it constant and remove the conditional, whatever the values
+    (NaN too). ``transform`` (e.g. a pad) stays inside: XLA cannot fold it into consumers.
     """
     if not x.size:
-        return x
+        return transform(x)
     first = x.reshape(-1)[0]
     bits = lax.bitcast_convert_type(first, jnp.dtype(f'int{8 * first.dtype.itemsize}'))
-    return lax.cond((bits >= 0) | (bits < 0), lambda a: a, jnp.zeros_like, x)
+    zeros = lambda a: jnp.zeros_like(transform(a))
+    return lax.cond((bits >= 0) | (bits < 0), transform, zeros, x)
