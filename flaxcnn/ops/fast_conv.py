@@ -10,10 +10,10 @@ by stride, padding and channel counts:
   output row more than the input has rows, then sliced; XLA keeps such convolutions out of
   YNNPACK (``ynn_support.cc``: an output larger than its input). The weight gradient as
   below.
-- im2col, for a moderate input width C and an output width that amortises the copy: the
-  forward pass is one matmul of the tap columns ``[pixels, taps * C]`` (strided NHWC slices,
-  C contiguous floats per pixel and tap) with the kernel; the columns are kept for the
-  weight gradient ``(g^T @ columns)^T``.
+- im2col, for a moderate input width C and an output width that amortises the copy (strided
+  or small convs, e.g. MyNet's 3x3 stride-2 convs): the forward pass is one matmul of the
+  tap columns ``[pixels, taps * C]`` (strided NHWC slices, C contiguous floats per pixel and
+  tap) with the kernel; the columns are kept for the weight gradient ``(g^T @ columns)^T``.
 - otherwise XLA's forward convolution, and a weight gradient that depends on stride and C.
   Stride 1 from ``PIXEL_MAJOR_CHANNELS`` on: one Eigen convolution of the channel-major
   input (batch as features) with the output gradient as kernel, one zero row taller than
@@ -60,10 +60,12 @@ YNN_WGRAD_CHANNELS = 256
 # Stride-1 convs with at least this many input channels run forward and input gradient in
 # Eigen (_taller). Forward, 3x3 at 23x23 b128: 64->128 160 -> 67 ms, 256->256 557 -> 470 ms;
 # train step ResNet-lite-11 b128 +1 / +3.5 / +8%, ResNet-lite-22 +2.6 / +1.7%. From 16
-# channels (BasicCNN's 16->32 and 32->64) the train step measured 1.02x and 0.80x. Small
+# channels (64 before): BasicCNN b256's 16->32, 32->64 and 64->128 (then XLA's forward and
+# per-tap weight gradient or im2col) 1.13 / 1.16 / 1.04 / 1.09x train step with the Eigen
+# weight gradient; with per-tap weight gradients it had measured 1.02x and 0.80x. Small
 # layers stay in YNNPACK: ResNet-50 b32 (at most 20,000 input pixels per conv) measured
 # 0.80-0.95x with the Eigen route.
-EIGEN_CHANNELS = 64
+EIGEN_CHANNELS = 16
 EIGEN_MIN_PIXELS = 32768
 
 
