@@ -130,6 +130,15 @@ def test_fusion_barrier_keeps_values_and_the_conditional(value):
     assert ' conditional(' in f.lower(x).compile().as_text()
 
 
+def test_fusion_barrier_transform_runs_inside_the_conditional():
+    # The padded array's first element is a constant zero; the predicate reads x instead, so
+    # the conditional stays and XLA cannot fold the pad into the consumer.
+    x = jnp.arange(1.0, 13.0).reshape(3, 4)
+    f = jax.jit(lambda x: fusion_barrier.stored(x, lambda a: jnp.pad(a.T, 1)) * 2)
+    np.testing.assert_array_equal(f(x), 2 * jnp.pad(x.T, 1))
+    assert ' conditional(' in f.lower(x).compile().as_text()
+
+
 def _same_conv_loss(x, w):
     return jnp.square(fast_conv.conv2d(x, w, (1, 1), ((1, 1), (1, 1)))).sum()
 

@@ -175,8 +175,8 @@ _conv_im2col.defvjp(_conv_im2col_fwd, _conv_im2col_bwd)
 # Stride-1 weight gradients from PIXEL_MAJOR_CHANNELS on. Alone, 3x3 b128 at 23x23, per-tap
 # matmuls -> Eigen: 64->128 147 -> 107 ms, 128->128 273 -> 184, 256->256 737 -> 540; BasicCNN
 # b256 16->32 at 50x50 221 -> 139. Train step, alternating processes: ResNet-lite-11 b128 +5 /
-# +0.2%. BasicCNN's 3-channel stem (channel-major tap rows) measured 74 -> 72 ms, plus 40 ms
-# of transposes.
+# +0.2%, BasicCNN b256 +2 / +3 / +17%, ResNet-50 b32 0.98 / 1.00x. BasicCNN's 3-channel stem
+# (channel-major tap rows) measured 74 -> 72 ms, plus 40 ms of transposes.
 def _eigen_wgrad_rows(x_shape, w_shape, stride, padding) -> int | None:
     """Zero rows to append to ``g`` for ``_weight_grad_eigen``, or None where it does not apply
     (strided, negative padding, or XLA would swap the convolution's operands)."""
