@@ -201,8 +201,9 @@ def test_wide_stride_one_convs_stay_out_of_ynnpack(monkeypatch):
         (7, 3, 1, 0, fast_conv.EIGEN_CHANNELS, 8, '_conv_eigen'),
         (11, 5, 1, 2, fast_conv.EIGEN_CHANNELS + 3, 4, '_conv_eigen'),
         (2, 3, 1, 1, fast_conv.EIGEN_CHANNELS, 4, '_conv_eigen'),  # kernel > input
-        # ... with wide weight gradients as g^T @ tap (YNNPACK's layout)
         (6, 3, 1, 1, WIDE, WIDE, '_conv_eigen'),
+        # strided and wide: per-tap weight gradients as g^T @ tap (YNNPACK's layout)
+        (8, 3, 2, 1, WIDE, WIDE, '_conv_matmul_wgrad'),
         (23, 3, 2, 1, fast_conv.PIXEL_MAJOR_CHANNELS, fast_conv.MIN_IM2COL_OUTPUTS, '_conv_im2col'),
         (10, 3, 2, 1, 20, 64, '_conv_im2col'),
         (11, 5, 3, 2, 17, 64, '_conv_im2col'),
