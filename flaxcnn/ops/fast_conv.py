@@ -5,6 +5,8 @@ than a matmul of the same size, and a wide forward pass or input gradient at abo
 GFLOP/s, where XLA's other convolution library, Eigen, reaches 190. The formulation is chosen
 by stride, padding and channel counts:
 
+- Winograd F(4x4, 3x3), for 3x3 stride-1 convs with at least ``WINOGRAD_CHANNELS`` input
+  channels (``winograd_conv``): 36 matmuls per pass, 4x fewer multiply-adds.
 - Eigen, for large stride-1 convs with at least ``EIGEN_CHANNELS`` input channels
   (``_use_eigen``): the forward pass and the input gradient are XLA convolutions with one
   output row more than the input has rows, then sliced; XLA keeps such convolutions out of
@@ -38,6 +40,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from flaxcnn.ops import fusion_barrier
+from flaxcnn.ops import winograd_conv
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
 
@@ -62,11 +65,18 @@ YNN_WGRAD_CHANNELS = 256
 # train step ResNet-lite-11 b128 +1 / +3.5 / +8%, ResNet-lite-22 +2.6 / +1.7%. From 16
 # channels (64 before): BasicCNN b256's 16->32, 32->64 and 64->128 (then XLA's forward and
 # per-tap weight gradient or im2col) 1.13 / 1.16 / 1.04 / 1.09x train step with the Eigen
-# weight gradient; with per-tap weight gradients it had measured 1.02x and 0.80x. Small
-# layers stay in YNNPACK: ResNet-50 b32 (at most 20,000 input pixels per conv) measured
-# 0.80-0.95x with the Eigen route.
+# weight gradient; with per-tap weight gradients it had measured 1.02x and 0.80x.
 EIGEN_CHANNELS = 16
-EIGEN_MIN_PIXELS = 32768
+# 3x3 stride-1 convs with at least this many input channels use Winograd F(4x4, 3x3). Forward
+# + both gradients, 256->256 at 23x23 b128: Eigen route ~1420 ms -> ~780 ms. Train step,
+# alternating processes: ResNet-lite-22 b128 1.51 / 1.52x from 256 channels, then 1.13 /
+# 1.15x more from 128; ResNet-lite-11 b128 from 64 instead of 128 0.99 / 1.03x; BasicCNN
+# b256 from 64 (its 64->128 at 12x12) 0.94 / 0.99 / 0.97x, from 16 0.70-0.83x.
+WINOGRAD_CHANNELS = 128
+# The Winograd and Eigen routes start at this many input pixels (batch x height x width);
+# smaller convs stay in YNNPACK. ResNet-50 b32 (at most 20,000 per conv) measured 0.80-0.95x
+# with the Eigen route and 0.84-0.95x with Winograd from 128 channels.
+LARGE_CONV_PIXELS = 32768
 
 
 def _out_size(size: int, kernel: int, stride: int, pad: tuple[int, int]) -> int:
@@ -118,14 +128,27 @@ def _tap_rows(x: jax.Array, kh: int, kw: int, stride, padding) -> jax.Array:
 
 
 def _use_eigen(x_shape, w_shape, stride, padding) -> bool:
-    """Stride 1, at least EIGEN_CHANNELS inputs and EIGEN_MIN_PIXELS input pixels, and padding
+    """Stride 1, at least EIGEN_CHANNELS inputs and LARGE_CONV_PIXELS input pixels, and padding
     that keeps the output no larger than the input."""
     kernel = w_shape[:2]
     return (
         stride == (1, 1)
         and w_shape[2] >= EIGEN_CHANNELS
-        and x_shape[0] * x_shape[1] * x_shape[2] >= EIGEN_MIN_PIXELS
+        and x_shape[0] * x_shape[1] * x_shape[2] >= LARGE_CONV_PIXELS
         and all(min(p) >= 0 and sum(p) < k for p, k in zip(padding, kernel))
+    )
+
+
+def _use_winograd(x_shape, w_shape, stride, padding) -> bool:
+    """3x3, stride 1, at least WINOGRAD_CHANNELS inputs and LARGE_CONV_PIXELS input pixels, each
+    pad 0..2, a non-empty output."""
+    return (
+        w_shape[:2] == (3, 3)
+        and stride == (1, 1)
+        and w_shape[2] >= WINOGRAD_CHANNELS
+        and x_shape[0] * x_shape[1] * x_shape[2] >= LARGE_CONV_PIXELS
+        and all(0 <= p <= 2 for pair in padding for p in pair)
+        and min(x_shape[1] + sum(padding[0]), x_shape[2] + sum(padding[1])) >= 3
     )
 
 
@@ -320,6 +343,8 @@ def conv2d(
     stride, padding = tuple(stride), tuple(tuple(p) for p in padding)
     if w.shape[:2] == (1, 1):
         return _conv_1x1(x, w, stride, padding)
+    if _use_winograd(x.shape, w.shape, stride, padding):
+        return winograd_conv.conv3x3(x, w, padding)
     if _use_eigen(x.shape, w.shape, stride, padding):
         return _conv_eigen(x, w, padding)
     if _use_im2col(*w.shape[2:]):

@@ -15,16 +15,18 @@ import jax.numpy as jnp
 from jax import lax
 
 
-def stored(x: jax.Array, transform: Callable[[jax.Array], jax.Array] = lambda a: a) -> jax.Array:
+def stored(x, transform: Callable = lambda a: a):
     """``transform(x)`` computed inside a conditional whose predicate is always true.
 
-    The predicate reads the bits of one element of ``x`` as a signed integer (``>= 0 or
+    ``x`` is an array or a pytree of arrays (``transform`` maps it to another). The predicate
+    reads the bits of one element of ``x``'s first array as a signed integer (``>= 0 or
     < 0``), so XLA cannot prove it constant and remove the conditional, whatever the values
     (NaN too). ``transform`` (e.g. a pad) stays inside: XLA cannot fold it into consumers.
     """
-    if not x.size:
+    first = jax.tree.leaves(x)[0]
+    if not first.size:
         return transform(x)
-    first = x.reshape(-1)[0]
+    first = first.reshape(-1)[0]
     bits = lax.bitcast_convert_type(first, jnp.dtype(f'int{8 * first.dtype.itemsize}'))
-    zeros = lambda a: jnp.zeros_like(transform(a))
+    zeros = lambda a: jax.tree.map(jnp.zeros_like, transform(a))
     return lax.cond((bits >= 0) | (bits < 0), transform, zeros, x)
