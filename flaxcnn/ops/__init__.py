@@ -2,7 +2,7 @@
 to plain XLA ops.
 
 The fast paths compute the same math as the plain ``lax`` formulation (tests compare outputs
-and gradients) and are the default; ``set_implementation('plain')`` selects XLA's own ops,
+and gradients; Winograd convs round differently, ``winograd_conv``) and are the default; ``set_implementation('plain')`` selects XLA's own ops,
 e.g. on GPU. The choice is read when a model is traced.
 """
 
