@@ -218,7 +218,6 @@ def test_wide_stride_one_convs_stay_out_of_ynnpack(monkeypatch):
         (9, 3, 1, 0, WINOGRAD, 4, 'conv3x3'),
         (9, 3, 1, 2, WINOGRAD, 4, 'conv3x3'),  # output > input
         (2, 3, 1, 1, WINOGRAD, 4, 'conv3x3'),  # kernel > input
-        (6, 3, 1, 1, WIDE, WIDE, 'conv3x3'),
         # strided and wide: per-tap weight gradients as g^T @ tap (YNNPACK's layout)
         (8, 3, 2, 1, WIDE, WIDE, '_conv_matmul_wgrad'),
         (23, 3, 2, 1, fast_conv.PIXEL_MAJOR_CHANNELS, fast_conv.MIN_IM2COL_OUTPUTS, '_conv_im2col'),

@@ -154,7 +154,7 @@ def _conv3x3_bwd(padding, residuals, g):
     transposed = tuple((2 - lo, 2 - hi) for lo, hi in padding)
     dx = _forward(g, flipped, transposed)[0]
     g_tiles = _output_transposed(g)
-    d_kernel = jnp.stack([(gt.T @ t).T for t, gt in zip(tiles, g_tiles)])
+    d_kernel = jnp.stack([t.T @ gt for t, gt in zip(tiles, g_tiles)])
     gm = jnp.asarray(_G, w.dtype)
     d_kernel = d_kernel.reshape(ALPHA, ALPHA, *w.shape[2:])
     dw = jnp.einsum('ua,uvio,vb->abio', gm, d_kernel, gm)
