@@ -1,13 +1,14 @@
-"""2-D convolution with faster gradients on XLA:CPU; same math as ``lax.conv_general_dilated``.
+"""2-D convolution, faster on XLA:CPU; same math as ``lax.conv_general_dilated``.
 
 XLA:CPU hands convolutions to YNNPACK, which computes a weight gradient several times slower
 than a matmul of the same size, and a wide forward pass or input gradient at about 145
 GFLOP/s, where XLA's other convolution library, Eigen, reaches 190. The formulation is chosen
 by stride, padding and channel counts:
 
-- Winograd F(4x4, 3x3), for 3x3 stride-1 convs with at least ``WINOGRAD_CHANNELS`` input
-  channels (``winograd_conv``): 36 matmuls per pass, 4x fewer multiply-adds.
-- Eigen, for large stride-1 convs with at least ``EIGEN_CHANNELS`` input channels
+- Winograd F(4x4, 3x3), for large 3x3 stride-1 convs with at least ``WINOGRAD_CHANNELS``
+  input channels (``winograd_conv``): 36 matmuls per pass, 4x fewer multiply-adds; same
+  convolution, different fp32 rounding.
+- Eigen, for other large stride-1 convs with at least ``EIGEN_CHANNELS`` input channels
   (``_use_eigen``): the forward pass and the input gradient are XLA convolutions with one
   output row more than the input has rows, then sliced; XLA keeps such convolutions out of
   YNNPACK (``ynn_support.cc``: an output larger than its input). The weight gradient as
