@@ -2,8 +2,9 @@
 to plain XLA ops.
 
 The fast paths compute the same math as the plain ``lax`` formulation (tests compare outputs
-and gradients; Winograd convs round differently, ``winograd_conv``) and are the default; ``set_implementation('plain')`` selects XLA's own ops,
-e.g. on GPU. The choice is read when a model is traced.
+and gradients; Winograd convs round differently, ``winograd_conv``) and are the default;
+``set_implementation('plain')`` selects XLA's own ops, e.g. on GPU. The choice is read when a
+model is traced.
 """
 
 from __future__ import annotations

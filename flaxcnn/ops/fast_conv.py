@@ -128,6 +128,11 @@ def _tap_rows(x: jax.Array, kh: int, kw: int, stride, padding) -> jax.Array:
     return jnp.stack(taps).reshape(kh * kw * cin, -1)
 
 
+def _is_large(x_shape) -> bool:
+    """At least LARGE_CONV_PIXELS input pixels (batch x height x width)."""
+    return x_shape[0] * x_shape[1] * x_shape[2] >= LARGE_CONV_PIXELS
+
+
 def _use_eigen(x_shape, w_shape, stride, padding) -> bool:
     """Stride 1, at least EIGEN_CHANNELS inputs and LARGE_CONV_PIXELS input pixels, and padding
     that keeps the output no larger than the input."""
@@ -135,7 +140,7 @@ def _use_eigen(x_shape, w_shape, stride, padding) -> bool:
     return (
         stride == (1, 1)
         and w_shape[2] >= EIGEN_CHANNELS
-        and x_shape[0] * x_shape[1] * x_shape[2] >= LARGE_CONV_PIXELS
+        and _is_large(x_shape)
         and all(min(p) >= 0 and sum(p) < k for p, k in zip(padding, kernel))
     )
 
@@ -147,7 +152,7 @@ def _use_winograd(x_shape, w_shape, stride, padding) -> bool:
         w_shape[:2] == (3, 3)
         and stride == (1, 1)
         and w_shape[2] >= WINOGRAD_CHANNELS
-        and x_shape[0] * x_shape[1] * x_shape[2] >= LARGE_CONV_PIXELS
+        and _is_large(x_shape)
         and all(0 <= p <= 2 for pair in padding for p in pair)
         and min(x_shape[1] + sum(padding[0]), x_shape[2] + sum(padding[1])) >= 3
     )
