@@ -205,7 +205,10 @@ _conv_im2col.defvjp(_conv_im2col_fwd, _conv_im2col_bwd)
 # matmuls -> Eigen: 64->128 147 -> 107 ms, 128->128 273 -> 184, 256->256 737 -> 540; BasicCNN
 # b256 16->32 at 50x50 221 -> 139. Train step, alternating processes: ResNet-lite-11 b128 +5 /
 # +0.2%, BasicCNN b256 +2 / +3 / +17%, ResNet-50 b32 0.98 / 1.00x. BasicCNN's 3-channel stem
-# (channel-major tap rows) measured 74 -> 72 ms, plus 40 ms of transposes.
+# (channel-major tap rows) measured 74 -> 72 ms, plus 40 ms of transposes. The input's
+# transpose in two steps instead of one, per-op profile of the train step: BasicCNN b256
+# 16->32 at 50x50 51.7 -> 21.6 ms, 32->64 21.6 -> 15.9, 64->128 10.7 -> 5.8; ResNet-lite-11
+# b128 64->128 at 23x23 19.8 -> 17.9; BasicCNN train step 1.03x (median of 14 pairs).
 def _eigen_wgrad_rows(x_shape, w_shape, stride, padding) -> int | None:
     """Zero rows to append to ``g`` for ``_weight_grad_eigen``, or None where it does not apply
     (strided, negative padding, or XLA would swap the convolution's operands)."""
@@ -234,10 +237,18 @@ def _weight_grad_eigen(x, padding, g, extra):
     (batch as features) with the output gradient [OH + extra, OW, B, C_out] as kernel. The
     extra zero rows make the kernel taller than the input, which YNNPACK declines; the input's
     column padding is explicit, inside a conditional, so that XLA neither folds it into the
-    window nor swaps the operands (both would leave Eigen's fast path)."""
+    window nor swaps the operands (both would leave Eigen's fast path). The input is
+    transposed in two steps: [B, H * W * C] -> [H * W * C, B], which reads each cache line of
+    ``x`` once, then [H, W, C, B] -> [C, H, W, B], which moves whole rows of B floats. XLA's
+    one-step transpose re-reads each line for every channel in it."""
     (top, bottom), (left, right) = padding
+    batch, height, width, cin = x.shape
     xt = fusion_barrier.stored(
-        x, lambda a: jnp.pad(a.transpose(3, 1, 2, 0), ((0, 0), (0, 0), (left, right), (0, 0)))
+        x.reshape(batch, -1).T,
+        lambda rows: jnp.pad(
+            rows.reshape(height, width, cin, batch).transpose(2, 0, 1, 3),
+            ((0, 0), (0, 0), (left, right), (0, 0)),
+        ),
     )
     gt = jnp.pad(g.transpose(1, 2, 0, 3), ((0, extra), (0, 0), (0, 0), (0, 0)))
     dw = lax.conv_general_dilated(
