@@ -194,6 +194,10 @@ def test_wide_stride_one_convs_stay_out_of_ynnpack(monkeypatch):
 @pytest.mark.parametrize(
     'size,kernel,stride,pad,cin,cout,path',
     [
+        # stride 1, at most MAX_TAP_SUM_TERMS taps x channels: a fused sum of products forward
+        (12, 3, 1, 1, 3, 4, '_conv_tap_sum'),
+        (9, 5, 1, 0, 1, 4, '_conv_tap_sum'),
+        (2, 3, 1, 2, 3, 4, '_conv_tap_sum'),  # kernel > input, output > input
         # XLA's forward conv; weight gradient from channel-major tap rows
         (90, 7, 2, 3, 1, 4, '_conv_matmul_wgrad'),
         (23, 3, 2, 1, 6, 4, '_conv_matmul_wgrad'),
@@ -243,8 +247,9 @@ def test_conv_matches_lax_with_gradients(size, kernel, stride, pad, cin, cout, p
         return fast_conv.conv2d(x, w, (stride, stride), padding)
 
     jaxpr = str(jax.make_jaxpr(fast_conv2d)(x, w))  # the expected formulation is used
-    for name in ('conv3x3', '_conv_eigen', '_conv_matmul_wgrad', '_conv_im2col', '_matmul_1x1'):
-        assert (name in jaxpr) == (name == path), f'{path} expected in {jaxpr}'
+    routes = ('conv3x3', '_conv_eigen', '_conv_tap_sum', '_conv_matmul_wgrad', '_conv_im2col')
+    for name in (*routes, '_matmul_1x1'):
+        assert (f'name={name}\n' in jaxpr) == (name == path), f'{path} expected in {jaxpr}'
     fast = run(fast_conv2d)
     plain = run(
         lambda x, w: lax.conv_general_dilated(
