@@ -310,14 +310,20 @@ _conv_matmul_wgrad.defvjp(_conv_matmul_wgrad_fwd, _conv_matmul_wgrad_bwd)
 
 def _tap_sum(x, w, stride, padding):
     """The convolution as a sum over taps and input channels of a shifted input channel
-    [B, OH, OW, 1] times the kernel's row [C_out]; XLA fuses it into one loop."""
+    [B, OH, OW, 1] times the kernel's row [C_out]; XLA fuses it into one loop. The result
+    is kept in memory (``fusion_barrier.stored``): otherwise XLA fuses the products into each
+    consumer and recomputes them there (a following max-pool's value, index and backward)."""
     kh, kw, cin, _ = w.shape
-    terms = (
-        tap[..., c : c + 1] * w[t // kw, t % kw, c]
-        for t, tap in enumerate(tap_slices(x, kh, kw, stride, padding))
-        for c in range(cin)
-    )
-    return functools.reduce(jnp.add, terms)
+
+    def products(x):
+        terms = (
+            tap[..., c : c + 1] * w[t // kw, t % kw, c]
+            for t, tap in enumerate(tap_slices(x, kh, kw, stride, padding))
+            for c in range(cin)
+        )
+        return functools.reduce(jnp.add, terms)
+
+    return fusion_barrier.stored(x, products)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
