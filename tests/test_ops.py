@@ -324,7 +324,9 @@ SMALL_PROXYLESS = {
 }
 
 
-@pytest.mark.parametrize('name', ['mynet_v1', 'mynet_v2', 'resnet_lite_11', 'proxylessnas_gpu'])
+@pytest.mark.parametrize(
+    'name', ['mynet_v1', 'mynet_v2', 'basic_cnn', 'resnet_lite_11', 'proxylessnas_gpu']
+)
 def test_whole_model_loss_and_gradients_equal_plain(name, plain_ops, monkeypatch):
     monkeypatch.setattr(fast_conv, 'LARGE_CONV_PIXELS', 0)  # Winograd and Eigen routes too
     kwargs = {'mynet_v2': {'widths': (8, 16, 32)}, 'proxylessnas_gpu': SMALL_PROXYLESS}
