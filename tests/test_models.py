@@ -134,7 +134,8 @@ def test_feature_map_size_follows_the_layers():
             assert out.shape[1:3] == layers.feature_map_size((size, size + 1), [step])
     stem = nnx.eval_shape(lambda: layers.Stem(1, 8, rngs=nnx.Rngs(0)))
     out = nnx.eval_shape(lambda m, x: m(x), stem, jax.ShapeDtypeStruct((1, 90, 90, 1), jnp.float32))
-    assert out.shape == (1, 23, 23, 8) and layers.feature_map_size(90, layers.Stem.steps) == (23, 23)
+    assert out.shape == (1, 23, 23, 8)
+    assert layers.feature_map_size(90, layers.Stem.steps) == (23, 23)
 
 
 # --- state and init ----------------------------------------------------------------------------
@@ -280,6 +281,9 @@ def test_cli_model_table(capsys):
     model = build('resnet_lite_11', num_classes=10, in_channels=1, image_size=32)
     macs = summary.count_macs(model, (32, 32, 1))
     assert lines[-1].split() == ['total', f'{count_params(model):,}', f'{macs:,}']
+    with pytest.raises(SystemExit):
+        cli.main(['--model', 'basic_cnn', '--image-size', '12'])
+    assert "model 'basic_cnn': image_size 12 is too small" in capsys.readouterr().err
 
 
 def test_cli_zoo_table(capsys, monkeypatch):

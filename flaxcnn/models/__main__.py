@@ -27,17 +27,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     print(
-        f'# num_classes={args.num_classes} in_channels={args.in_channels} image_size={args.image_size}'
+        f'# num_classes={args.num_classes} in_channels={args.in_channels} '
+        f'image_size={args.image_size}'
     )
     input_shape = (args.image_size, args.image_size, args.in_channels)
 
     def build(name):
-        return abstract_model(
-            name,
-            num_classes=args.num_classes,
-            in_channels=args.in_channels,
-            image_size=args.image_size,
-        )
+        try:
+            return abstract_model(
+                name,
+                num_classes=args.num_classes,
+                in_channels=args.in_channels,
+                image_size=args.image_size,
+            )
+        except ValueError as error:  # e.g. an image too small for the model: say so, no traceback
+            parser.error(str(error))
 
     if args.model:
         print(summary.format_table(summary.summarize(build(args.model), input_shape)))

@@ -142,12 +142,12 @@ class ResNet(nnx.Module):
 
 
 def _create_resnet(model_args: dict, **kwargs) -> ResNet:
-    """The ResNet a variant's ``model_args`` describe, with the caller's kwargs taking precedence."""
+    """The ResNet a variant's ``model_args`` describe; the caller's kwargs take precedence."""
     return ResNet(**{**model_args, **kwargs})
 
 
 def _lite_args(blocks: int, widths: Sequence[int]) -> dict:
-    """``model_args`` of a resnet_lite: ``widths`` = (stem, stages...), stride-1 BasicBlock stages."""
+    """``model_args`` of a resnet_lite: ``widths`` (stem, stages...), stride-1 BasicBlock stages."""
     if len(widths) < 2:
         raise ValueError(f'widths needs a stem width and at least one stage width, got {widths!r}')
     return dict(
