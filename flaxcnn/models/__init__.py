@@ -41,10 +41,14 @@ def create_model(
     image_size: int | Sequence[int] = 90,
     **kwargs,
 ) -> nnx.Module:
-    """Build model ``name``; ``image_size`` (S or (H, W)) and extra kwargs are forwarded to its factory.
+    """Build model ``name`` for ``image_size`` images; extra kwargs go to its factory.
 
-    Flatten-head models (mynet_*) size their classifier from ``image_size``; global-pooling
-    models (resnet_lite_*) accept and ignore it.
+    The image-size rule, the same for every model: ``image_size`` is ``S`` or ``(H, W)`` of
+    positive ints. Each model follows it through its convs and pools (``layers.feature_map_size``):
+    flatten-head models (mynet_*, basic_cnn) size their classifier from the final feature map,
+    global-pooling models (resnet*, proxylessnas_gpu) only check it; an image too small to keep a
+    pixel through the model's downsampling is a ``ValueError`` naming the model and the minimum
+    size. Construction errors name the model.
     """
     try:
         factory = _REGISTRY[name]
@@ -52,9 +56,16 @@ def create_model(
         raise ValueError(
             f'unknown model {name!r}; registered models: {", ".join(model_names())}'
         ) from None
-    return factory(
-        num_classes=num_classes, in_channels=in_channels, rngs=rngs, image_size=image_size, **kwargs
-    )
+    try:
+        return factory(
+            num_classes=num_classes,
+            in_channels=in_channels,
+            rngs=rngs,
+            image_size=image_size,
+            **kwargs,
+        )
+    except ValueError as error:
+        raise ValueError(f'model {name!r}: {error}') from error
 
 
 def abstract_model(
@@ -81,4 +92,4 @@ def count_params(model: nnx.Module) -> int:
 __all__ = ['abstract_model', 'count_params', 'create_model', 'model_names', 'register']
 
 # Importing the family modules registers their models.
-from flaxcnn.models import basic_cnn, mynet, proxylessnas, resnet, resnet_lite  # noqa: E402,F401
+from flaxcnn.models import basic_cnn, mynet, proxylessnas, resnet  # noqa: E402,F401

@@ -2,7 +2,8 @@
 
 A plain VGG-style baseline (3,060,071 params for Fruits-360: 131 classes, 100x100 RGB). The convs
 keep the spatial size (stride 1, padding 1) and each max-pool halves it with the floor formula
-(100 -> 50 -> 25 -> 12 -> 6), so the flatten size is derived from ``image_size`` as in MyNet.
+(100 -> 50 -> 25 -> 12 -> 6), so the flatten size is derived from ``image_size`` as in MyNet
+(four pools need at least 16 pixels a side).
 Init: convs use the zoo's Kaiming-normal fan_out kernels with zero bias (PyTorch's own default
 would be Kaiming-uniform with a=sqrt(5)); both Linear layers are Xavier-uniform with zero bias.
 """
@@ -19,16 +20,14 @@ from flaxcnn.models import layers
 class ConvReluPool(nnx.Module):
     """Conv 3x3/1 pad 1 with bias -> ReLU -> max-pool 2x2/2."""
 
+    pool = layers.Step(2, 2)
+    steps = (layers.conv_step(3), pool)  # its spatial steps: the pool halves, flooring
+
     def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs):
         self.conv = layers.conv(in_features, out_features, 3, use_bias=True, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return layers.max_pool(jax.nn.relu(self.conv(x)), 2, 2)
-
-    @staticmethod
-    def output_size(size: int) -> int:
-        """Spatial output size of the block for a given input size."""
-        return layers.conv_output_size(size, 2, 2, 0)
+        return layers.max_pool(jax.nn.relu(self.conv(x)), *self.pool)
 
 
 class BasicCNN(nnx.Module):
@@ -47,15 +46,11 @@ class BasicCNN(nnx.Module):
     ):
         if not widths:
             raise ValueError('widths needs at least one block width')
+        height, width = layers.feature_map_size(image_size, ConvReluPool.steps * len(widths))
         in_widths = (in_channels, *widths[:-1])
         self.blocks = nnx.List(
             [ConvReluPool(cin, cout, rngs=rngs) for cin, cout in zip(in_widths, widths)]
         )
-        height, width = layers.pair(image_size)
-        for _ in self.blocks:
-            height, width = ConvReluPool.output_size(height), ConvReluPool.output_size(width)
-        if height < 1 or width < 1:
-            raise ValueError(f'image_size {image_size!r} is too small for {len(widths)} pools')
         self.hidden = layers.linear(height * width * widths[-1], hidden, xavier=True, rngs=rngs)
         self.dropout = nnx.Dropout(dropout)
         self.head = layers.linear(hidden, num_classes, xavier=True, rngs=rngs)

@@ -6,13 +6,18 @@ BatchNorm with momentum 0.1 (torch convention) and epsilon 1e-5, max-pooling pad
 All tensors are NHWC.
 """
 
-from collections.abc import Sequence
+import itertools
+import numbers
+import operator
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from flaxcnn import ops
+from flaxcnn.ops import geometry
 
 # torch.nn.init.kaiming_normal_(mode='fan_out', nonlinearity='relu'): N(0, 2 / (out * kh * kw)).
 kaiming_normal_fan_out = nnx.initializers.variance_scaling(2.0, 'fan_out', 'normal')
@@ -21,19 +26,53 @@ kaiming_normal_fan_out = nnx.initializers.variance_scaling(2.0, 'fan_out', 'norm
 xavier_uniform = nnx.initializers.xavier_uniform()
 
 
-def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int | None = None) -> int:
-    """Spatial output size of a conv/pool (PyTorch floor formula); padding defaults to kernel // 2."""
-    if padding is None:
-        padding = kernel // 2
-    return (size + 2 * padding - kernel) // stride + 1
+class Step(NamedTuple):
+    """One conv or pool along a spatial axis, as ``geometry.output_size`` takes it."""
+
+    kernel: int
+    stride: int = 1
+    padding: int = 0
+
+
+def conv_step(kernel: int, stride: int = 1) -> Step:
+    """The spatial step of ``conv(..., kernel, stride)``: padding ``kernel // 2``."""
+    return Step(kernel, stride, kernel // 2)
 
 
 def pair(size: int | Sequence[int]) -> tuple[int, int]:
-    """Normalise an image size given as ``S`` or ``(H, W)`` to ``(H, W)``."""
-    if isinstance(size, int):
-        return size, size
-    height, width = size
-    return int(height), int(width)
+    """Normalise an image size given as ``S`` or ``(H, W)`` of positive ints to ``(H, W)``."""
+    try:
+        height, width = (size, size) if isinstance(size, numbers.Integral) else size
+        height, width = operator.index(height), operator.index(width)
+    except (TypeError, ValueError):
+        height = width = 0
+    if min(height, width) < 1:
+        raise ValueError(f'image_size must be S or (H, W) of positive ints, got {size!r}')
+    return height, width
+
+
+def feature_map_size(image_size: int | Sequence[int], steps: Iterable[Step]) -> tuple[int, int]:
+    """(H, W) of the feature map an image of ``image_size`` leaves after the convs and pools
+    ``steps``: what a flatten head is sized from and what every model validates its image with.
+
+    An image too small to keep at least one pixel through ``steps`` is an error that names the
+    minimum size.
+    """
+    steps = tuple(steps)
+
+    def through(size: int) -> int:
+        for step in steps:
+            size = geometry.output_size(size, *step)
+        return size
+
+    height, width = (through(size) for size in pair(image_size))
+    if min(height, width) < 1:
+        minimum = next(size for size in itertools.count(1) if through(size) >= 1)
+        raise ValueError(
+            f'image_size {image_size!r} is too small: the downsampling needs at least '
+            f'{minimum}x{minimum} pixels'
+        )
+    return height, width
 
 
 def conv(
@@ -51,7 +90,7 @@ def conv(
     ``groups`` is the feature group count (torch's ``groups``): ``groups == in_features ==
     out_features`` is a depthwise conv. The bias, if any, starts at zero.
     """
-    pad = kernel // 2
+    pad = conv_step(kernel, stride).padding
     return nnx.Conv(
         in_features,
         out_features,
@@ -146,13 +185,11 @@ class ConvBN(nnx.Module):
 class Stem(nnx.Module):
     """ResNet stem: conv 7x7/2 -> BN -> ReLU -> max-pool 3x3/2 pad 1 (spatial size /4)."""
 
+    pool = Step(3, 2, 1)
+    steps = (conv_step(7, 2), pool)  # its spatial steps, for image-size checks
+
     def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs):
         self.conv_bn = ConvBN(in_features, out_features, 7, 2, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return max_pool(jax.nn.relu(self.conv_bn(x)), 3, 2, 1)
-
-    @staticmethod
-    def output_size(size: int) -> int:
-        """Spatial output size of the stem for a given input size."""
-        return conv_output_size(conv_output_size(size, 7, 2), 3, 2, 1)
+        return max_pool(jax.nn.relu(self.conv_bn(x)), *self.pool)

@@ -2,7 +2,7 @@
 
 The head flattens the final feature map, so its input size depends on the image size: NNX
 creates parameters eagerly, hence the factories take ``image_size`` (default 90) and derive
-the flatten size with the PyTorch conv/pool output-size formula.
+the flatten size from the model's spatial steps (``layers.feature_map_size``).
 """
 
 from collections.abc import Sequence
@@ -17,17 +17,14 @@ from flaxcnn.models import layers
 class DownsampleStage(nnx.Module):
     """Stride-2 residual stage: [conv 3x3/2 -> BN] + [conv 1x1/2 -> BN] -> ReLU."""
 
+    steps = (layers.conv_step(3, 2),)  # its spatial steps (the shortcut's 1x1/2 agrees)
+
     def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs):
         self.main = layers.ConvBN(in_features, out_features, 3, 2, rngs=rngs)
         self.shortcut = layers.ConvBN(in_features, out_features, 1, 2, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return jax.nn.relu(self.main(x) + self.shortcut(x))
-
-    @staticmethod
-    def output_size(size: int) -> int:
-        """Spatial output size of the stage for a given input size."""
-        return layers.conv_output_size(size, 3, 2)
 
 
 class MyNet(nnx.Module):
@@ -47,13 +44,13 @@ class MyNet(nnx.Module):
             raise ValueError(
                 f'widths needs a stem width and at least one stage width, got {widths!r}'
             )
+        height, width = layers.feature_map_size(
+            image_size, (*layers.Stem.steps, *DownsampleStage.steps * (len(widths) - 1))
+        )
         self.stem = layers.Stem(in_channels, widths[0], rngs=rngs)
         self.stages = nnx.List(
             [DownsampleStage(cin, cout, rngs=rngs) for cin, cout in zip(widths[:-1], widths[1:])]
         )
-        height, width = (layers.Stem.output_size(s) for s in layers.pair(image_size))
-        for _ in self.stages:
-            height, width = DownsampleStage.output_size(height), DownsampleStage.output_size(width)
         self.dropout = nnx.Dropout(dropout)
         self.head = layers.linear(height * width * widths[-1], num_classes, rngs=rngs)
 

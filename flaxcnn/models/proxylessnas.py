@@ -119,12 +119,18 @@ class ProxylessNAS(nnx.Module):
         stem_channels: int,
         head_channels: int,
         dropout: float,
+        image_size: int | Sequence[int],
         rngs: nnx.Rngs,
     ):
+        blocks = [MBConvSpec(*item) for item in blocks]  # plain tuples work too
+        layers.feature_map_size(
+            image_size,
+            (layers.conv_step(3, 2), *(layers.conv_step(b.kernel, b.stride) for b in blocks)),
+        )
         self.stem = ConvBNReLU6(in_channels, stem_channels, 3, 2, rngs=rngs)
         mbconvs = []
         in_features = stem_channels
-        for spec in (MBConvSpec(*item) for item in blocks):  # plain tuples work too
+        for spec in blocks:
             mbconvs.append(MBConv(in_features, spec, rngs=rngs))
             in_features = spec.out_channels
         self.blocks = nnx.List(mbconvs)
@@ -140,39 +146,6 @@ class ProxylessNAS(nnx.Module):
         return self.head(self.dropout(x, rngs=rngs))
 
 
-def count_macs(
-    blocks: Sequence[MBConvSpec] = PROXYLESS_GPU_BLOCKS,
-    *,
-    image_size: int | Sequence[int] = 224,
-    in_channels: int = 3,
-    num_classes: int = 1000,
-    stem_channels: int = 40,
-    head_channels: int = 1728,
-) -> int:
-    """Multiply-adds of one image through the net built from ``blocks``, computed from the specs.
-
-    Counts every conv (``out_h * out_w * k * k * in_channels / groups * out_channels``, depthwise
-    included) and the classifier matmul; BN (foldable into the convs), biases, activations,
-    residual adds and pooling are not counted, as in the paper's 465M for ``proxyless_gpu``.
-    """
-
-    def conv_macs(size, cin, cout, kernel, stride=1, groups=1):
-        height, width = (layers.conv_output_size(s, kernel, stride) for s in size)
-        return (height, width), height * width * kernel * kernel * cin // groups * cout
-
-    size, macs = conv_macs(layers.pair(image_size), in_channels, stem_channels, 3, 2)
-    in_features = stem_channels
-    for out_features, kernel, expand, stride in (MBConvSpec(*item) for item in blocks):
-        hidden = in_features * expand
-        if expand != 1:
-            macs += conv_macs(size, in_features, hidden, 1)[1]
-        size, depthwise = conv_macs(size, hidden, hidden, kernel, stride, groups=hidden)
-        macs += depthwise + conv_macs(size, hidden, out_features, 1)[1]
-        in_features = out_features
-    macs += conv_macs(size, in_features, head_channels, 1)[1]
-    return macs + head_channels * num_classes
-
-
 @register('proxylessnas_gpu')
 def proxylessnas_gpu(
     *,
@@ -186,7 +159,6 @@ def proxylessnas_gpu(
     dropout: float = 0.0,
 ) -> nnx.Module:
     """ProxylessNAS-GPU built from ``blocks`` (7,119,848 params, 465.3M MACs at 1000 cls/224 px)."""
-    del image_size  # global average pooling makes the head independent of the image size
     return ProxylessNAS(
         num_classes=num_classes,
         in_channels=in_channels,
@@ -194,5 +166,6 @@ def proxylessnas_gpu(
         stem_channels=stem_channels,
         head_channels=head_channels,
         dropout=dropout,
+        image_size=image_size,
         rngs=rngs,
     )
