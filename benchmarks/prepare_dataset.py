@@ -62,9 +62,7 @@ def make_folder(root: pathlib.Path, n: int, classes: int) -> None:
         os.makedirs(folder, exist_ok=True)
     chunk = 2000
     with concurrent.futures.ProcessPoolExecutor() as pool:
-        futures = [
-            pool.submit(_write_images, paths[i : i + chunk], i) for i in range(0, n, chunk)
-        ]
+        futures = [pool.submit(_write_images, paths[i : i + chunk], i) for i in range(0, n, chunk)]
         for future in futures:
             future.result()
 
@@ -112,7 +110,11 @@ def prepare(folder: pathlib.Path, data_dir: pathlib.Path) -> dict:
     seconds = time.perf_counter() - start
     if child.returncode:
         raise RuntimeError(f'preparing {folder} failed with exit code {child.returncode}')
-    return {'seconds': seconds, 'peak_rss_mb': peak_own / 2**20, 'peak_tree_rss_mb': peak_total / 2**20}
+    return {
+        'seconds': seconds,
+        'peak_rss_mb': peak_own / 2**20,
+        'peak_tree_rss_mb': peak_total / 2**20,
+    }
 
 
 def main(argv=None) -> None:
@@ -128,7 +130,9 @@ def main(argv=None) -> None:
         f'{datetime.datetime.now():%Y-%m-%d %H:%M}, {os.cpu_count()} CPUs, load average '
         f'{load:.1f} at start (a shared machine: rates are indicative)'
     )
-    print(f'{"N":>9} {"gen s":>7} {"images/s":>9} {"peak RSS MB":>12} {"+workers MB":>12} {"seconds":>8}')
+    print(
+        f'{"N":>9} {"gen s":>7} {"images/s":>9} {"peak RSS MB":>12} {"+workers MB":>12} {"seconds":>8}'
+    )
     rows = []
     for n in args.n:
         root = args.root / f'n{n}'

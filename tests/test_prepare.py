@@ -4,6 +4,7 @@ and a killed preparation never read as complete."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import pathlib
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from flaxcnn.config import from_file
 from flaxcnn.data import datasets, folders, sharded
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -43,19 +45,20 @@ class _WithoutTensorFlow:
 sys.meta_path[:] = [_WithoutTensorFlow(finder) for finder in sys.meta_path]
 """
 
-# Prepares argv[1] (a JSON dataset config) with the shuffler's memory limit at 1 byte (so its
-# disk spill, which needs TensorFlow, would start at once) and shards of SHARD_BYTES.
-_PREPARE = '''\
+# Prepares each [config, shard bytes, fewest items for workers] job of argv[1] (JSON) with the
+# shuffler's memory limit at 1 byte, so that TFDS's shuffler, if it were used, would spill to
+# disk through TensorFlow at once.
+_PREPARE = """\
 import json, sys
 import ml_collections
 from tensorflow_datasets.core import shuffle
 from flaxcnn.data import datasets, sharded
 shuffle.MAX_MEM_BUFFER_SIZE = 1
-config, shard_bytes, min_items = json.loads(sys.argv[1])
-sharded.SHARD_BYTES = shard_bytes
-sharded.MIN_ITEMS_FOR_WORKERS = min_items
-datasets.load(ml_collections.ConfigDict(config))
-'''
+for config, shard_bytes, min_items in json.loads(sys.argv[1]):
+    sharded.SHARD_BYTES = shard_bytes
+    sharded.MIN_ITEMS_FOR_WORKERS = min_items
+    datasets.load(ml_collections.ConfigDict(config))
+"""
 
 
 def _identity_image(path: pathlib.Path, identity: int, size: int) -> None:
@@ -105,12 +108,13 @@ def _config(root: pathlib.Path, data_dir: pathlib.Path, **overrides) -> ml_colle
     return ml_collections.ConfigDict({**config, **overrides})
 
 
-def _prepare_without_tensorflow(tmp_path, config, shard_bytes: int, min_items: int) -> None:
+def _prepare_without_tensorflow(tmp_path: pathlib.Path, jobs) -> None:
+    """Runs ``_PREPARE`` on ``(config, shard_bytes, min_items)`` jobs, TensorFlow blocked."""
     blocker = tmp_path / 'no_tensorflow'
     blocker.mkdir(exist_ok=True)
     (blocker / 'sitecustomize.py').write_text(_NO_TENSORFLOW)
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(blocker), str(REPO)])}
-    args = json.dumps([config.to_dict(), shard_bytes, min_items])
+    args = json.dumps([[config.to_dict(), *rest] for config, *rest in jobs])
     out = subprocess.run(
         [sys.executable, '-c', _PREPARE, args],
         cwd=REPO,
@@ -118,12 +122,17 @@ def _prepare_without_tensorflow(tmp_path, config, shard_bytes: int, min_items: i
         capture_output=True,
         text=True,
         timeout=300,
+        check=False,
     )
     assert out.returncode == 0, out.stderr[-3000:]
 
 
 def _split_identities(ds) -> dict[str, list[int]]:
-    return {s: [_identity(ds.splits[s][i]['image']) for i in range(len(ds.splits[s]))] for s in ds.splits}
+    """Each split's records, as the identities of their files, in order."""
+    return {
+        split: [_identity(source[i]['image']) for i in range(len(source))]
+        for split, source in ds.splits.items()
+    }
 
 
 def test_tensorflow_is_blocked_in_the_preparing_subprocess(tmp_path):
@@ -135,33 +144,61 @@ def test_tensorflow_is_blocked_in_the_preparing_subprocess(tmp_path):
         'import tensorflow'
     )
     env = {**os.environ, 'PYTHONPATH': str(tmp_path)}
-    out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, '-c', code], env=env, capture_output=True, text=True, check=False
+    )
     assert out.stderr.endswith("ModuleNotFoundError: No module named 'tensorflow'\n")
 
 
-def test_many_shards_without_tensorflow_every_image_once_in_file_order(tmp_path):
+@pytest.fixture(scope='module')
+def prepared_without_tensorflow(tmp_path_factory):
+    """One subprocess without TensorFlow prepares, in shards of a few images: a folder on
+    worker processes, the same folder in-process, and the smoke glyph set on workers."""
+    tmp_path = tmp_path_factory.mktemp('without_tensorflow')
     identities = _make_folder(tmp_path / 'fruits', train=60, test=10, bad=2)
-    image_bytes = 8 * 8 * 3
-    # Shards of 16 images; one run decodes in worker processes, the other in-process.
-    with_workers = _config(tmp_path / 'fruits', tmp_path / 'workers')
-    in_process = _config(tmp_path / 'fruits', tmp_path / 'in_process')
-    _prepare_without_tensorflow(tmp_path, with_workers, 16 * image_bytes, min_items=0)
-    _prepare_without_tensorflow(tmp_path, in_process, 16 * image_bytes, min_items=10**9)
+    configs = {
+        'workers': _config(tmp_path / 'fruits', tmp_path / 'workers'),
+        'in_process': _config(tmp_path / 'fruits', tmp_path / 'in_process'),
+        'glyphs': from_file(REPO / 'configs' / 'glyph_smoke.py').dataset,
+    }
+    configs['glyphs'].update(
+        data_dir=str(tmp_path / 'glyphs'),
+        train_per_class=2,
+        validation_per_class=1,
+        test_per_class=1,
+    )
+    shard_bytes = 16 * 8 * 8 * 3  # 16 images
+    _prepare_without_tensorflow(
+        tmp_path,
+        [
+            (configs['workers'], shard_bytes, 0),
+            (configs['in_process'], shard_bytes, 10**9),
+            (configs['glyphs'], 40 * 32 * 32, 0),
+        ],
+    )
+    return configs, identities
 
-    ds = datasets.load(with_workers)
+
+def test_many_shards_without_tensorflow_every_image_once_in_file_order(
+    prepared_without_tensorflow,
+):
+    configs, identities = prepared_without_tensorflow
+    ds = datasets.load(configs['workers'])
     assert ds.prepare_seconds == 0.0  # read as prepared, not prepared again here
     got = _split_identities(ds)
-    assert got == _split_identities(datasets.load(in_process))
-    info = datasets.builder(with_workers).info
+    assert got == _split_identities(datasets.load(configs['in_process']))
+    info = datasets.builder(configs['workers']).info
     assert info.splits['train'].num_shards == -(-(3 * 60 - 3 * 12) // 16) > 1
     # Every good file exactly once; each split in the order of its files' keys.
-    scan = folders.scan_folder(tmp_path / 'fruits', folders.Fruits360.LAYOUT)
     splits, _ = folders.assign_splits(
-        scan, validation_fraction=0.2, min_validation_per_class=10, seed=0
+        folders.scan_folder(info.metadata['source'], folders.Fruits360.LAYOUT),
+        validation_fraction=0.2,
+        min_validation_per_class=10,
+        seed=0,
     )
     for split, samples in splits.items():
         assert got[split] == [identities[s.key] for s in samples if s.key in identities]
-    assert sorted(sum(got.values(), [])) == sorted(identities.values())
+    assert sorted(itertools.chain(*got.values())) == sorted(identities.values())
     assert info.metadata['bad_files'] == 3 * 2
     train = np.stack([ds.splits['train'][i]['image'] for i in range(len(ds.splits['train']))])
     np.testing.assert_allclose(ds.mean, train.reshape(-1, 3).mean(0), rtol=1e-12)
@@ -172,19 +209,23 @@ def _digest(ds) -> str:
     h = hashlib.sha256()
     for split in datasets.SPLITS:
         for i in range(len(ds.splits[split])):
-            h.update(ds.splits[split][i]['image'].tobytes() + bytes([ds.splits[split][i]['label']]))
+            record = ds.splits[split][i]
+            h.update(record['image'].tobytes() + int(record['label']).to_bytes(2, 'little'))
     return h.hexdigest()
 
 
-def test_glyphs_in_shards_on_workers_without_tensorflow_match_one_shard(smoke_config, tmp_path):
-    reference = datasets.load(smoke_config.dataset)  # one shard per split, in-process
-    config = smoke_config.dataset.copy_and_resolve_references()
-    config.data_dir = str(tmp_path / 'glyphs')
-    _prepare_without_tensorflow(tmp_path, config, shard_bytes=32 * 32 * 40, min_items=0)
-    sharded_ds = datasets.load(config)
-    assert datasets.builder(config).info.splits['train'].num_shards > 1
-    assert (sharded_ds.mean, sharded_ds.std) == (reference.mean, reference.std)
-    assert _digest(sharded_ds) == _digest(reference)
+def test_glyphs_in_shards_on_workers_without_tensorflow_match_one_shard_in_process(
+    prepared_without_tensorflow, tmp_path
+):
+    configs, _ = prepared_without_tensorflow
+    in_shards = datasets.load(configs['glyphs'])
+    assert in_shards.prepare_seconds == 0.0
+    assert datasets.builder(configs['glyphs']).info.splits['train'].num_shards > 1
+    config = configs['glyphs'].copy_and_resolve_references()
+    config.data_dir = str(tmp_path)
+    reference = datasets.load(config)  # here: one shard per split, rendered in-process
+    assert (in_shards.mean, in_shards.std) == (reference.mean, reference.std)
+    assert _digest(in_shards) == _digest(reference)
 
 
 def test_pixel_histogram_and_shard_plan():
@@ -203,7 +244,7 @@ def test_pixel_histogram_and_shard_plan():
 
 def _start_preparing(config, shard_images: int) -> subprocess.Popen:
     image_bytes = config.image_size**2 * config.channels
-    args = json.dumps([config.to_dict(), shard_images * image_bytes, 256])  # on workers
+    args = json.dumps([[config.to_dict(), shard_images * image_bytes, 256]])  # on workers
     return subprocess.Popen(
         [sys.executable, '-c', _PREPARE, args],
         cwd=REPO,
@@ -212,10 +253,17 @@ def _start_preparing(config, shard_images: int) -> subprocess.Popen:
     )
 
 
-def _wait_for_shards(child: subprocess.Popen, config_dir: pathlib.Path) -> None:
-    """Until the first shard file is in the child's ``incomplete.*`` folder (or it exits)."""
-    while child.poll() is None and not any(config_dir.glob('incomplete.*/*.array_record*')):
+def _start_writing(config, shard_images: int) -> subprocess.Popen:
+    """Starts preparing ``config``; returns once the first shard file is in its new
+    ``incomplete.*`` folder (not in one that a killed run left), or once it exited."""
+    config_dir = datasets.builder(config).data_path.parent
+    leftovers = set(config_dir.glob('incomplete.*'))
+    child = _start_preparing(config, shard_images)
+    while child.poll() is None and not any(
+        shard.parent not in leftovers for shard in config_dir.glob('incomplete.*/*.array_record*')
+    ):
         time.sleep(0.02)
+    return child
 
 
 @pytest.mark.slow
@@ -225,24 +273,24 @@ def test_sigkill_while_writing_then_the_next_run_prepares_everything(tmp_path):
     config_dir = datasets.builder(config).data_path.parent
     # A reference run measures how long the shards take to write on this (busy) machine.
     reference = _config(tmp_path / 'fruits', tmp_path / 'reference')
-    child = _start_preparing(reference, shard_images=20)
-    _wait_for_shards(child, datasets.builder(reference).data_path.parent)
+    child = _start_writing(reference, shard_images=20)
     started = time.monotonic()
     assert child.wait(timeout=300) == 0
     writing = time.monotonic() - started
+    expected = _split_identities(datasets.load(reference))
     rng = random.Random()
     kills = 0
-    for _ in range(6):  # two SIGKILLs at random moments while the shards are written
-        child = _start_preparing(config, shard_images=20)
-        _wait_for_shards(child, config_dir)
+    for attempt in range(6):  # two SIGKILLs at random moments while the shards are written
+        child = _start_writing(config, shard_images=20)
         time.sleep(rng.uniform(0.0, 0.8 * writing))
         workers = _children(child.pid)
         child.send_signal(signal.SIGKILL)
-        if child.wait() == 0:  # it finished first: try again
-            datasets.builder(config).data_path.rename(tmp_path / f'finished{_}')
+        child.wait()
+        if datasets.builder(config).is_prepared():  # complete before the kill: try again
+            assert _split_identities(datasets.load(config)) == expected
+            datasets.builder(config).data_path.rename(tmp_path / f'finished{attempt}')
             continue
         kills += 1
-        assert not datasets.builder(config).is_prepared()
         deadline = time.monotonic() + 30
         while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -254,13 +302,12 @@ def test_sigkill_while_writing_then_the_next_run_prepares_everything(tmp_path):
     ds = datasets.load(config)  # the next run
     assert ds.prepare_seconds > 0
     assert not any(config_dir.glob('incomplete.*'))
-    got = _split_identities(ds)
-    assert got == _split_identities(datasets.load(reference))
-    assert sorted(sum(got.values(), [])) == sorted(identities.values())
+    assert _split_identities(ds) == expected
+    assert sorted(itertools.chain(*expected.values())) == sorted(identities.values())
 
 
 def _children(pid: int) -> list[int]:
-    out = subprocess.run(['pgrep', '-P', str(pid)], capture_output=True, text=True)
+    out = subprocess.run(['pgrep', '-P', str(pid)], capture_output=True, text=True, check=False)
     return [int(p) for p in out.stdout.split()]
 
 

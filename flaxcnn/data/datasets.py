@@ -91,6 +91,16 @@ def prepare(b: tfds.core.DatasetBuilder) -> None:
             return
         for leftover in config_dir.glob(f'{constants.INCOMPLETE_PREFIX}*'):
             shutil.rmtree(leftover)
+        older = sorted(
+            str(p)
+            for p in config_dir.iterdir()
+            if p.is_dir() and tfds.core.Version.is_valid(p.name)
+        )
+        if older:
+            print(
+                f'{b.name}: preparing version {b.version}; earlier versions are no longer read '
+                f'and may be deleted: {", ".join(older)}'
+            )
         b.download_and_prepare()
 
 

@@ -375,7 +375,9 @@ class _FolderBuilder(sharded.ShardedBuilder, skip_registration=True):
         self._report.update(
             source=str(scan.root), validation=validation, ignored_files=scan.ignored
         )
-        return {split: (len(files), self._examples(split, files)) for split, files in splits.items()}
+        return {
+            split: (len(files), self._examples(split, files)) for split, files in splits.items()
+        }
 
     def _examples(self, split: str, files: list[Sample]):
         """``(key, example)`` per file in order (``None`` for a bad file); the split's counts,

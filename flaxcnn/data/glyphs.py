@@ -10,6 +10,7 @@ counted while it is written and stored in the dataset's metadata, beside the dat
 from __future__ import annotations
 
 import functools
+from typing import ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -60,11 +61,11 @@ class Glyphs(sharded.ShardedBuilder):
     """The 52-class glyph dataset."""
 
     VERSION = tfds.core.Version('1.1.0')
-    RELEASE_NOTES = {
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
         '1.0.0': 'First release.',
         '1.1.0': 'Records in index order, written shard by shard (any size, no TensorFlow).',
     }
-    BUILDER_CONFIGS = [GlyphsConfig()]
+    BUILDER_CONFIGS: ClassVar[list[GlyphsConfig]] = [GlyphsConfig()]
 
     def _info(self) -> tfds.core.DatasetInfo:
         size = self.builder_config.image_size
