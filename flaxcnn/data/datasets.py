@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import pathlib
+import shutil
 import time
 from typing import Any, Mapping, Sequence
 
 import ml_collections
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import constants
 
 from flaxcnn import distributed
 from flaxcnn.data import folders, glyphs
@@ -73,17 +76,45 @@ def builder(cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
     return _BUILDERS[cfg.name](cfg, data_dir)
 
 
+def prepare(b: tfds.core.DatasetBuilder) -> None:
+    """Prepares ``b`` unless done, one process at a time per dataset config.
+
+    TFDS writes into an ``incomplete.*`` folder and renames it when done, so a killed
+    preparation is never read as complete; its folder is left behind. Under the lock no other
+    preparation is running, so any such folder is a dead one's and is removed first.
+    """
+    config_dir = pathlib.Path(b.data_path).parent
+    config_dir.mkdir(parents=True, exist_ok=True)
+    with open(config_dir / '.prepare.lock', 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released by the kernel if this process dies
+        if b.is_prepared():  # by the process we waited for
+            return
+        for leftover in config_dir.glob(f'{constants.INCOMPLETE_PREFIX}*'):
+            shutil.rmtree(leftover)
+        older = sorted(
+            str(p)
+            for p in config_dir.iterdir()
+            if p.is_dir() and tfds.core.Version.is_valid(p.name)
+        )
+        if older:
+            print(
+                f'{b.name}: preparing version {b.version}; earlier versions are no longer read '
+                f'and may be deleted: {", ".join(older)}'
+            )
+        b.download_and_prepare()
+
+
 def load(cfg: ml_collections.ConfigDict) -> Dataset:
     """Prepares ``config.dataset`` if it is not on disk yet and opens its splits."""
     start = time.perf_counter()
     b = builder(cfg)
     prepared = b.is_prepared()
     if distributed.is_primary() and not prepared:
-        b.download_and_prepare()
+        prepare(b)
     distributed.barrier('flaxcnn.datasets.load')  # the others wait for process 0,
     b = builder(cfg)  # (a builder reads the dataset's info when it is made)
     if not b.is_prepared():  # then prepare their own copy if they do not share its disk.
-        b.download_and_prepare()
+        prepare(b)
     prepare_seconds = 0.0 if prepared else time.perf_counter() - start
     sources = b.as_data_source()
     missing = [s for s in SPLITS if s not in sources]

@@ -28,18 +28,19 @@ Policies (all recorded in the prepared dataset's metadata):
   Hidden files and OS metadata (``.DS_Store``, ``._*``, ``Thumbs.db``, ``desktop.ini``), nested
   folders and files beside the class folders are not images of the dataset: they are ignored
   and listed as such in the report, never counted as bad.
-* Mean and std per channel of the written (post-resize) train split go into the metadata.
+* Mean and std per channel of the written (post-resize) train split go into the metadata,
+  counted while it is written (one pass over the images).
+* Writing (``sharded``): every split in file order, decoded on all cores and streamed to
+  ArrayRecord shards, so memory stays bounded whatever the dataset's size.
 """
 
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import dataclasses
 import functools
 import hashlib
 import json
-import multiprocessing
 import os
 import pathlib
 import textwrap
@@ -50,13 +51,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image, ImageOps
 
+from flaxcnn.data import sharded
+
 _MODES = {1: 'L', 3: 'RGB'}
 _RESIZE_POLICIES = ('crop', 'stretch')
 _OS_METADATA = frozenset({'thumbs.db', 'desktop.ini', 'ehthumbs.db'})
-# Spawning workers costs a second or two: smaller splits are decoded in this process.
-_MIN_FILES_FOR_WORKERS = 512
-_FILES_PER_TASK = 32
-_TASKS_PER_WORKER_IN_FLIGHT = 4  # bounds the decoded images waiting to be written
 REPORT_FILE = 'prepare_report.json'
 # The ``config.dataset`` fields read by ``FolderConfig`` (the others are optional).
 CONFIG_FIELDS = (
@@ -78,11 +77,14 @@ class Layout:
     tree: str  # the expected layout, shown in errors
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Sample:
-    """One candidate image file: its path, its path relative to the folder, its label."""
+    """One candidate image file: its path, its path relative to the folder, its label.
 
-    path: pathlib.Path
+    Strings and slots: a folder of a million files is a million of these in memory.
+    """
+
+    path: str
     key: str
     label: int
 
@@ -153,17 +155,16 @@ def scan_folder(root: str | os.PathLike, layout: Layout) -> FolderScan:
             )
         samples = []
         for label, name in enumerate(class_names):
-            files = []
+            count = len(samples)
             for entry in sorted(os.scandir(classes[name]), key=lambda e: e.name):
                 if _ignored_name(entry.name) or entry.is_dir():
                     ignored.append(entry.path)
                 else:
-                    files.append(pathlib.Path(entry.path))
-            if not files:
+                    samples.append(Sample(entry.path, f'{dirname}/{name}/{entry.name}', label))
+            if len(samples) == count:
                 raise ValueError(
                     _layout_error(f'Class folder {classes[name]} is empty.', root, layout)
                 )
-            samples += [Sample(f, f.relative_to(root).as_posix(), label) for f in files]
         splits[split] = samples
     return FolderScan(root, class_names, splits, ignored)
 
@@ -239,11 +240,6 @@ def load_image(
     return np.asarray(image, np.uint8).reshape(image_size, image_size, channels), None
 
 
-def load_images(paths: list[str], **kwargs) -> list[tuple[np.ndarray | None, str | None]]:
-    """``load_image`` for each path: one task of the worker processes."""
-    return [load_image(path, **kwargs) for path in paths]
-
-
 class FolderConfig(tfds.core.BuilderConfig):
     """Image size, channels, resize policy, validation policy, seed and source folder.
 
@@ -289,11 +285,14 @@ class FolderConfig(tfds.core.BuilderConfig):
         self.seed = seed
 
 
-class _FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """Shared logic: scan, assign splits, decode in worker processes, report bad files."""
+class _FolderBuilder(sharded.ShardedBuilder, skip_registration=True):
+    """Shared logic: scan, assign splits, decode on all cores, report bad files."""
 
-    VERSION = tfds.core.Version('1.0.0')
-    RELEASE_NOTES: ClassVar[dict[str, str]] = {'1.0.0': 'First release.'}
+    VERSION = tfds.core.Version('1.1.0')
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        '1.0.0': 'First release.',
+        '1.1.0': 'Records in file order, written shard by shard (any size, no TensorFlow).',
+    }
     LAYOUT: Layout
     DESCRIPTION: str
     HOMEPAGE: str
@@ -312,7 +311,7 @@ class _FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                         dtype=np.uint8,
                         encoding=tfds.features.Encoding.BYTES,
                     ),
-                    # Names come from the class folders (set in _split_generators) or, once
+                    # Names come from the class folders (set in _split_streams) or, once
                     # prepared, from the label file beside the data.
                     'label': tfds.features.ClassLabel(),
                 }
@@ -337,13 +336,8 @@ class _FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             'config': self.builder_config.name,
             'splits': {},
             'bad_files': [],
-        }  # 'source', 'validation' and 'ignored_files' come from _split_generators.
-        # Workers start on the first task. 'spawn': the parent may already run JAX's threads,
-        # which fork would copy.
-        self._workers = os.cpu_count() or 1
-        spawn = multiprocessing.get_context('spawn')
-        with concurrent.futures.ProcessPoolExecutor(self._workers, spawn) as self._executor:
-            super()._download_and_prepare(dl_manager, download_config)
+        }  # 'source', 'validation' and 'ignored_files' come from _split_streams.
+        super()._download_and_prepare(dl_manager, download_config)
         report = self._report
         report['seconds'] = round(time.perf_counter() - start, 2)
         metadata = self.info.metadata
@@ -364,7 +358,7 @@ class _FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         for bad in report['bad_files']:
             print(f'  bad file skipped ({bad["split"]}): {bad["path"]}: {bad["error"]}')
 
-    def _split_generators(self, dl_manager):
+    def _split_streams(self, dl_manager) -> dict[str, sharded.SplitStream]:
         cfg = self.builder_config
         try:
             scan = scan_folder(self._source(dl_manager), self.LAYOUT)
@@ -381,40 +375,29 @@ class _FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         self._report.update(
             source=str(scan.root), validation=validation, ignored_files=scan.ignored
         )
-        return {split: self._generate_examples(split, files) for split, files in splits.items()}
+        return {
+            split: (len(files), self._examples(split, files)) for split, files in splits.items()
+        }
 
-    def _decode(self, paths: list[str]):
-        """``load_image`` results in order; large splits are decoded by the worker processes."""
-        cfg = self.builder_config
-        load = functools.partial(
-            load_images, image_size=cfg.image_size, channels=cfg.channels, resize=cfg.resize
-        )
-        if len(paths) < _MIN_FILES_FOR_WORKERS:
-            yield from load(paths)
-            return
-        max_in_flight = _TASKS_PER_WORKER_IN_FLIGHT * self._workers
-        in_flight = collections.deque()
-        for start in range(0, len(paths), _FILES_PER_TASK):
-            in_flight.append(self._executor.submit(load, paths[start : start + _FILES_PER_TASK]))
-            if len(in_flight) >= max_in_flight:
-                yield from in_flight.popleft().result()
-        while in_flight:
-            yield from in_flight.popleft().result()
-
-    def _generate_examples(self, split: str, files: list[Sample]):
+    def _examples(self, split: str, files: list[Sample]):
+        """``(key, example)`` per file in order (``None`` for a bad file); the split's counts,
+        bad files and, for train, pixel statistics are recorded once it has been written."""
         cfg = self.builder_config
         num_classes = len(self.info.features['label'].names)
+        load = functools.partial(
+            load_image, image_size=cfg.image_size, channels=cfg.channels, resize=cfg.resize
+        )
         per_class = np.zeros(num_classes, np.int64)
-        histogram = np.zeros((cfg.channels, 256), np.int64)  # train pixel values per channel
+        histogram = sharded.PixelHistogram(cfg.channels)
         bad = []
-        for sample, (image, error) in zip(files, self._decode([str(f.path) for f in files])):
+        for sample, (image, error) in zip(files, self.map(load, [f.path for f in files])):
             if error is not None:
-                bad.append({'path': str(sample.path), 'split': split, 'error': error})
+                bad.append({'path': sample.path, 'split': split, 'error': error})
+                yield sample.key, None
                 continue
             per_class[sample.label] += 1
             if split == 'train':
-                for c in range(cfg.channels):
-                    histogram[c] += np.bincount(image[..., c].ravel(), minlength=256)
+                histogram.add(image)
             yield sample.key, {'image': image, 'label': sample.label}
         self._report['bad_files'] += bad
         self._report['splits'][split] = {
@@ -429,11 +412,7 @@ class _FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 f'{self._report["source"]}; bad files: {[b["path"] for b in bad]}.'
             )
         if split == 'train':
-            values = np.arange(256, dtype=np.float64)
-            count = histogram.sum(1)
-            mean = histogram @ values / count
-            self.info.metadata['mean'] = mean.tolist()
-            self.info.metadata['std'] = np.sqrt(histogram @ values**2 / count - mean**2).tolist()
+            self.info.metadata['mean'], self.info.metadata['std'] = histogram.mean_std()
 
 
 class Fruits360(_FolderBuilder):
