@@ -50,10 +50,13 @@ def every_conv_is_large(monkeypatch):
     monkeypatch.setattr(routes, 'LARGE_CONV_PIXELS', 0)
 
 
-def _value_and_vjp(fn, x, seed=1):
-    y, vjp = jax.vjp(fn, x)
-    g = jax.random.normal(jax.random.key(seed), y.shape)
-    return y, vjp(g)
+def _value_and_grads(fn, *args, seed=1):
+    """``fn(*args)`` and the gradients of ``<fn(*args), g>`` for a random ``g``.
+
+    Run op by op: for these small tests faster than compiling the whole (unrolled) program.
+    """
+    y, vjp = jax.vjp(fn, *args)
+    return (y, *vjp(jax.random.normal(jax.random.key(seed), y.shape)))
 
 
 def _conv_grad_hlo(loss, *args, argnums=1):
@@ -138,22 +141,17 @@ def test_tap_slices_are_the_pixels_each_tap_sees(stride, padding):
 
 
 def _assert_conv_matches_lax(size, kernel, stride, pad, cin, cout, route):
-    kx, kw, kg = jax.random.split(jax.random.key(0), 3)
+    kx, kw = jax.random.split(jax.random.key(0))
     x = jax.random.normal(kx, (2, size, size - 1, cin))
     w = jax.random.normal(kw, (kernel, kernel, cin, cout))
     strides, padding = (stride, stride), ((pad, pad), (pad, pad))
-
-    def run(conv):
-        y, vjp = jax.vjp(conv, x, w)
-        return (y, *vjp(jax.random.normal(kg, y.shape)))
-
     fast_conv = lambda x, w: routes.conv2d(x, w, strides, padding)
     jaxpr = str(jax.make_jaxpr(fast_conv)(x, w))  # the expected route is the one taken
     for other in ROUTES:
         taken = f'name={other.__name__}\n' in jaxpr
         assert taken == (other is route), f'{route.__name__} expected in {jaxpr}'
-    fast = run(fast_conv)
-    plain = run(lambda x, w: xla_conv.conv(x, w, strides, padding))
+    fast = _value_and_grads(fast_conv, x, w)
+    plain = _value_and_grads(lambda x, w: xla_conv.conv(x, w, strides, padding), x, w)
     for a, b in zip(fast, plain):
         # Winograd's rounding error scales with the largest value (ops/README.md).
         scale = 1 + float(np.abs(b).max()) if route is winograd.conv3x3 else 1
@@ -279,20 +277,19 @@ def test_eigen_route_convs_stay_out_of_ynnpack(every_conv_is_large):
     'size,kernel,stride', [(12, 3, 1), (12, 3, 2), (11, 5, 2), (9, 7, 1), (10, 7, 2)]
 )
 def test_depthwise_conv_matches_grouped_lax_conv_with_gradients(size, kernel, stride):
-    kx, kw, kg = jax.random.split(jax.random.key(0), 3)
+    kx, kw = jax.random.split(jax.random.key(0))
     channels = 6
     x = jax.random.normal(kx, (2, size, size - 1, channels))
     w = jax.random.normal(kw, (kernel, kernel, 1, channels))
     pad = ((kernel // 2,) * 2,) * 2
 
-    def conv(x, w):
-        return ops.conv_general_dilated(
-            x, w, (stride, stride), pad, dimension_numbers=NHWC, feature_group_count=channels
-        )
+    def run():  # a new function: traced afresh (not from jax's cache) with the ops in use
+        def conv(x, w):
+            return ops.conv_general_dilated(
+                x, w, (stride, stride), pad, dimension_numbers=NHWC, feature_group_count=channels
+            )
 
-    def run():  # traced afresh, so it reads the implementation in use
-        y, vjp = jax.vjp(conv, x, w)
-        return str(jax.make_jaxpr(conv)(x, w)), (y, *vjp(jax.random.normal(kg, y.shape)))
+        return str(jax.make_jaxpr(conv)(x, w)), _value_and_grads(conv, x, w)
 
     with ops.use('plain'):
         plain_jaxpr, plain = run()
@@ -334,8 +331,8 @@ def test_max_pool_matches_reduce_window(size, window, stride, padding, ties):
     if ties:  # few distinct values: many windows hold several equal maxima
         x = jnp.round(x)
     fast_pool = lambda x: pooling.max_pool(x, window, stride, padding)
-    y_fast, (g_fast,) = _value_and_vjp(fast_pool, x)
-    y_plain, (g_plain,) = _value_and_vjp(lambda x: _plain_max_pool(x, window, stride, padding), x)
+    y_fast, g_fast = _value_and_grads(fast_pool, x)
+    y_plain, g_plain = _value_and_grads(lambda x: _plain_max_pool(x, window, stride, padding), x)
     np.testing.assert_array_equal(y_fast, y_plain)
     np.testing.assert_allclose(g_fast, g_plain, **TOL)
     # Each output's gradient lands on one input: gradient mass is conserved.

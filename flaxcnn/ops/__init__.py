@@ -41,7 +41,11 @@ def implementation() -> str:
 @contextlib.contextmanager
 def use(name: str) -> Iterator[None]:
     """``set_implementation(name)`` for the block; the previous one is back on exit, also when
-    the block raises."""
+    the block raises.
+
+    It applies to what is traced inside the block: a function jax has already traced (and
+    cached) keeps the ops it was traced with.
+    """
     previous = _implementation
     set_implementation(name)
     try:
