@@ -1,5 +1,5 @@
-"""Fast conv / depthwise conv / max-pool / BatchNorm paths equal the plain lax formulation,
-values and gradients."""
+"""The fast ops equal the plain lax formulation, values and gradients; sections follow
+flaxcnn/ops/ module by module, and each conv route is checked to be the one that ran."""
 
 import re
 
@@ -14,21 +14,304 @@ from jax import lax
 from flaxcnn import models, ops
 from flaxcnn.models import layers
 from flaxcnn.models.proxylessnas import MBConvSpec
-from flaxcnn.ops import fast_batch_norm
-from flaxcnn.ops import fast_conv
-from flaxcnn.ops import fast_max_pool
+from flaxcnn.ops import eigen
 from flaxcnn.ops import fusion_barrier
+from flaxcnn.ops import geometry
+from flaxcnn.ops import im2col
+from flaxcnn.ops import normalization
+from flaxcnn.ops import pointwise
+from flaxcnn.ops import pooling
+from flaxcnn.ops import routes
+from flaxcnn.ops import tap_sum
+from flaxcnn.ops import weight_grad
+from flaxcnn.ops import winograd
+from flaxcnn.ops import xla_conv
+from flaxcnn.ops.xla_conv import NHWC
 
 TOL = dict(rtol=1e-5, atol=1e-5)
-WIDE = fast_conv.YNN_WGRAD_CHANNELS
-WINOGRAD = fast_conv.WINOGRAD_CHANNELS
+PIXEL_MAJOR = weight_grad.PIXEL_MAJOR_CHANNELS
+WIDE = weight_grad.YNN_WGRAD_CHANNELS
+EIGEN = routes.EIGEN_CHANNELS
+WINOGRAD = routes.WINOGRAD_CHANNELS
+# Every conv route's custom_vjp, by the name it has in a jaxpr.
+ROUTES = (
+    pointwise.matmul_1x1,
+    winograd.conv3x3,
+    eigen.eigen_conv,
+    tap_sum.tap_sum_conv,
+    im2col.im2col_conv,
+    weight_grad.xla_conv_matmul_weight_grad,
+)
 
 
 @pytest.fixture
-def plain_ops():
+def every_conv_is_large(monkeypatch):
+    """Small test convs take the Winograd and Eigen routes too."""
+    monkeypatch.setattr(routes, 'LARGE_CONV_PIXELS', 0)
+
+
+def _value_and_grads(fn, *args, seed=1):
+    """``fn(*args)`` and the gradients of ``<fn(*args), g>`` for a random ``g``.
+
+    Run op by op: for these small tests faster than compiling the whole (unrolled) program.
+    """
+    y, vjp = jax.vjp(fn, *args)
+    return (y, *vjp(jax.random.normal(jax.random.key(seed), y.shape)))
+
+
+def _conv_grad_hlo(loss, *args, argnums=1):
+    return jax.jit(jax.grad(loss, argnums=argnums)).lower(*args).compile().as_text()
+
+
+def _same_conv_loss(x, w):
+    return jnp.square(routes.conv2d(x, w, (1, 1), ((1, 1), (1, 1)))).sum()
+
+
+# --- the switch: ops.set_implementation, ops.use -------------------------------------------
+
+
+def _conv_pool_grad_jaxpr():
+    x = jnp.ones((1, 9, 9, 2))
+    w = jnp.ones((3, 3, 2, 2))
+    conv = lambda x: ops.conv_general_dilated(
+        x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=NHWC
+    )
+    return str(jax.make_jaxpr(jax.grad(lambda x: ops.max_pool(conv(x), 3, 2, 1).sum()))(x))
+
+
+def test_switch_selects_the_implementation():
+    assert ops.implementation() == 'fast'
+    assert 'select_and_scatter' not in _conv_pool_grad_jaxpr()
     ops.set_implementation('plain')
-    yield
-    ops.set_implementation('fast')
+    try:
+        assert 'select_and_scatter' in _conv_pool_grad_jaxpr()
+    finally:
+        ops.set_implementation('fast')
+    with pytest.raises(ValueError, match='ops implementation'):
+        ops.set_implementation('cuda')
+
+
+def test_use_switches_for_the_block_and_restores_on_exit_and_on_error():
+    with ops.use('plain'):
+        assert ops.implementation() == 'plain'
+        assert 'select_and_scatter' in _conv_pool_grad_jaxpr()  # traced inside: plain ops
+        with ops.use('fast'):
+            assert 'select_and_scatter' not in _conv_pool_grad_jaxpr()
+        assert ops.implementation() == 'plain'  # the enclosing block's choice is back
+    assert ops.implementation() == 'fast'
+    with pytest.raises(RuntimeError, match='inside'):
+        with ops.use('plain'):
+            raise RuntimeError('inside')
+    assert ops.implementation() == 'fast'
+    with pytest.raises(ValueError, match='ops implementation'):
+        with ops.use('cuda'):
+            pass
+    assert ops.implementation() == 'fast'
+
+
+# --- geometry -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    'size,kernel,stride,padding,expected',
+    [(90, 7, 2, 3, 45), (45, 3, 2, 1, 23), (8, 2, 2, 0, 4), (9, 3, 1, (0, 2), 9), (2, 3, 1, 0, 0)],
+)
+def test_output_size_is_the_floor_formula(size, kernel, stride, padding, expected):
+    assert geometry.output_size(size, kernel, stride, padding) == expected
+
+
+@pytest.mark.parametrize('stride,padding', [((1, 1), ((1, 1), (1, 1))), ((2, 3), ((0, 2), (1, 0)))])
+def test_tap_slices_are_the_pixels_each_tap_sees(stride, padding):
+    x = jnp.arange(2 * 7 * 8 * 3, dtype=jnp.float32).reshape(2, 7, 8, 3)
+    taps = geometry.tap_slices(x, (3, 2), stride, padding)
+    padded = np.pad(np.asarray(x), ((0, 0), padding[0], padding[1], (0, 0)))
+    out_h, out_w = geometry.output_hw(7, 8, (3, 2), stride, padding)
+    assert len(taps) == 6
+    for k, tap in enumerate(taps):
+        i, j = divmod(k, 2)
+        rows = i + stride[0] * np.arange(out_h)
+        cols = j + stride[1] * np.arange(out_w)
+        np.testing.assert_array_equal(tap, padded[:, rows][:, :, cols])
+    channel_major = geometry.channel_major_tap_slices(x, (3, 2), stride, padding)
+    for tap, tap_cm in zip(taps, channel_major):
+        np.testing.assert_array_equal(tap_cm, tap.transpose(3, 0, 1, 2))
+
+
+# --- the conv routes, each against lax with both gradients ----------------------------------
+
+
+def _assert_conv_matches_lax(size, kernel, stride, pad, cin, cout, route):
+    kx, kw = jax.random.split(jax.random.key(0))
+    x = jax.random.normal(kx, (2, size, size - 1, cin))
+    w = jax.random.normal(kw, (kernel, kernel, cin, cout))
+    strides, padding = (stride, stride), ((pad, pad), (pad, pad))
+    fast_conv = lambda x, w: routes.conv2d(x, w, strides, padding)
+    jaxpr = str(jax.make_jaxpr(fast_conv)(x, w))  # the expected route is the one taken
+    for other in ROUTES:
+        taken = f'name={other.__name__}\n' in jaxpr
+        assert taken == (other is route), f'{route.__name__} expected in {jaxpr}'
+    fast = _value_and_grads(fast_conv, x, w)
+    plain = _value_and_grads(lambda x, w: xla_conv.conv(x, w, strides, padding), x, w)
+    for a, b in zip(fast, plain):
+        # Winograd's rounding error scales with the largest value (ops/README.md).
+        scale = 1 + float(np.abs(b).max()) if route is winograd.conv3x3 else 1
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * scale)
+
+
+CONV_CASE = 'size,kernel,stride,pad,cin,cout'
+
+
+@pytest.mark.parametrize(CONV_CASE, [(23, 1, 2, 0, 6, 4), (9, 1, 1, 0, 20, 4)])
+def test_pointwise(size, kernel, stride, pad, cin, cout):
+    _assert_conv_matches_lax(size, kernel, stride, pad, cin, cout, pointwise.matmul_1x1)
+
+
+@pytest.mark.parametrize(
+    CONV_CASE,
+    [
+        (6, 3, 1, 1, WINOGRAD, 8),
+        (9, 3, 1, 0, WINOGRAD, 4),
+        (9, 3, 1, 2, WINOGRAD, 4),  # output > input
+        (2, 3, 1, 1, WINOGRAD, 4),  # kernel > input
+    ],
+)
+def test_winograd(size, kernel, stride, pad, cin, cout, every_conv_is_large):
+    _assert_conv_matches_lax(size, kernel, stride, pad, cin, cout, winograd.conv3x3)
+
+
+@pytest.mark.parametrize(
+    CONV_CASE,
+    [
+        (12, 3, 1, 1, EIGEN, 8),
+        (7, 3, 1, 0, EIGEN, 8),
+        (11, 5, 1, 2, EIGEN + 3, 4),
+        (2, 3, 1, 1, EIGEN, 4),  # kernel > input
+        (12, 3, 1, 1, WINOGRAD - 1, 8),
+        (11, 5, 1, 2, WINOGRAD, 4),  # not 3x3: no Winograd
+    ],
+)
+def test_eigen(size, kernel, stride, pad, cin, cout, every_conv_is_large):
+    _assert_conv_matches_lax(size, kernel, stride, pad, cin, cout, eigen.eigen_conv)
+
+
+@pytest.mark.parametrize(
+    CONV_CASE,
+    [(12, 3, 1, 1, 3, 4), (9, 5, 1, 0, 1, 4), (2, 3, 1, 2, 3, 4)],  # last: output > input
+)
+def test_tap_sum(size, kernel, stride, pad, cin, cout):
+    _assert_conv_matches_lax(size, kernel, stride, pad, cin, cout, tap_sum.tap_sum_conv)
+
+
+@pytest.mark.parametrize(
+    CONV_CASE,
+    [
+        (23, 3, 2, 1, PIXEL_MAJOR, routes.MIN_IM2COL_OUTPUTS),
+        (10, 3, 2, 1, 20, 64),
+        (11, 5, 3, 2, 17, 64),
+    ],
+)
+def test_im2col(size, kernel, stride, pad, cin, cout):
+    _assert_conv_matches_lax(size, kernel, stride, pad, cin, cout, im2col.im2col_conv)
+
+
+@pytest.mark.parametrize(
+    CONV_CASE,
+    [
+        # below PIXEL_MAJOR_CHANNELS: channel-major tap rows
+        (90, 7, 2, 3, 1, 4),
+        (23, 3, 2, 1, 6, 4),
+        (12, 3, 1, 1, 6, 4),
+        (11, 5, 3, 2, 6, 4),
+        (12, 3, 1, 1, EIGEN - 1, 8),
+        # per-tap matmuls (stride 1: the Eigen weight gradient)
+        (12, 3, 2, 1, routes.MAX_IM2COL_CHANNELS, 8),
+        (10, 3, 2, 1, PIXEL_MAJOR, 8),
+        (11, 5, 3, 2, 20, 4),
+        (9, 3, 1, 2, EIGEN, 8),  # output > input: not the Eigen route
+        (8, 3, 2, 1, WIDE, WIDE),  # wide: g^T @ tap
+    ],
+)
+def test_xla_conv_matmul_weight_grad(size, kernel, stride, pad, cin, cout, every_conv_is_large):
+    route = weight_grad.xla_conv_matmul_weight_grad
+    _assert_conv_matches_lax(size, kernel, stride, pad, cin, cout, route)
+
+
+def test_wide_strided_weight_gradient_keeps_the_transposed_output_gradient():
+    # g^T is written once, by the conditional, and the per-tap dots read it as their lhs;
+    # without the conditional XLA folds the transpose back into tap^T @ g.
+    batch, size = 2, 8
+    x = jax.random.normal(jax.random.key(0), (batch, size, size, WIDE))
+    w = jax.random.normal(jax.random.key(1), (3, 3, WIDE, WIDE))
+    loss = lambda x, w: jnp.square(routes.conv2d(x, w, (2, 2), ((1, 1), (1, 1)))).sum()
+    hlo = _conv_grad_hlo(loss, x, w)
+    pixels = batch * (size // 2) ** 2
+    assert re.search(rf'= \(f32\[{WIDE},{pixels}\][^)]*\) conditional\(', hlo), hlo
+
+
+def test_stride_one_weight_gradient_is_one_eigen_convolution():
+    # The channel-major input (batch as features) convolved with the output gradient, padded
+    # to one row taller than the input: a top-level convolution, neither in a YNNPACK fusion
+    # nor operand-swapped (window-reversed, which Eigen declines).
+    x = jax.random.normal(jax.random.key(0), (2, 6, 5, PIXEL_MAJOR))
+    w = jax.random.normal(jax.random.key(1), (3, 3, PIXEL_MAJOR, 8))
+    hlo = _conv_grad_hlo(_same_conv_loss, x, w)
+    convs = re.findall(rf'^  %\S+ = f32\[{PIXEL_MAJOR},3,3,8\]\S* convolution\(.*$', hlo, re.M)
+    assert len(convs) == 1 and 'window={size=7x5 ' in convs[0], hlo
+    assert 'reversal' not in convs[0]
+
+
+def test_eigen_route_convs_stay_out_of_ynnpack(every_conv_is_large):
+    # Forward pass and input gradient are top-level convolutions (Eigen) with one extra
+    # output row; YNNPACK's would be fusions whose root is the convolution.
+    x = jax.random.normal(jax.random.key(0), (2, 6, 5, EIGEN))
+    w = jax.random.normal(jax.random.key(1), (3, 3, EIGEN, 8))
+    hlo = _conv_grad_hlo(_same_conv_loss, x, w, argnums=(0, 1))
+    taller = re.findall(rf'^  %\S+ = f32\[2,7,5,(?:8|{EIGEN})\]\S* convolution\(', hlo, re.M)
+    assert len(taller) == 2, hlo
+
+
+# --- depthwise and grouped convs (routes.conv_general_dilated) ------------------------------
+
+
+@pytest.mark.parametrize(
+    'size,kernel,stride', [(12, 3, 1), (12, 3, 2), (11, 5, 2), (9, 7, 1), (10, 7, 2)]
+)
+def test_depthwise_conv_matches_grouped_lax_conv_with_gradients(size, kernel, stride):
+    kx, kw = jax.random.split(jax.random.key(0))
+    channels = 6
+    x = jax.random.normal(kx, (2, size, size - 1, channels))
+    w = jax.random.normal(kw, (kernel, kernel, 1, channels))
+    pad = ((kernel // 2,) * 2,) * 2
+
+    def run():  # a new function: traced afresh (not from jax's cache) with the ops in use
+        def conv(x, w):
+            return ops.conv_general_dilated(
+                x, w, (stride, stride), pad, dimension_numbers=NHWC, feature_group_count=channels
+            )
+
+        return str(jax.make_jaxpr(conv)(x, w)), _value_and_grads(conv, x, w)
+
+    with ops.use('plain'):
+        plain_jaxpr, plain = run()
+    fast_jaxpr, fast = run()
+    assert 'feature_group_count=6' in plain_jaxpr
+    assert 'conv_general_dilated' not in fast_jaxpr and 'name=depthwise_conv\n' in fast_jaxpr
+    for a, b in zip(fast, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_grouped_conv_that_is_not_depthwise_stays_plain():
+    x = jnp.ones((1, 5, 5, 4))
+    w = jnp.ones((3, 3, 2, 4))
+    jaxpr = jax.make_jaxpr(
+        lambda x: ops.conv_general_dilated(
+            x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=NHWC, feature_group_count=2
+        )
+    )(x)
+    assert 'feature_group_count=2' in str(jaxpr)
+
+
+# --- pooling --------------------------------------------------------------------------------
 
 
 def _plain_max_pool(x, window, stride, padding):
@@ -36,12 +319,6 @@ def _plain_max_pool(x, window, stride, padding):
     return lax.reduce_window(
         x, -jnp.inf, lax.max, (1, window, window, 1), (1, stride, stride, 1), pads
     )
-
-
-def _value_and_vjp(fn, x, seed=1):
-    y, vjp = jax.vjp(fn, x)
-    g = jax.random.normal(jax.random.key(seed), y.shape)
-    return y, vjp(g)
 
 
 @pytest.mark.parametrize(
@@ -53,10 +330,9 @@ def test_max_pool_matches_reduce_window(size, window, stride, padding, ties):
     x = jax.random.normal(jax.random.key(0), (3, size, size + 1, 5))
     if ties:  # few distinct values: many windows hold several equal maxima
         x = jnp.round(x)
-    y_fast, (g_fast,) = _value_and_vjp(
-        lambda x: fast_max_pool.max_pool(x, window, stride, padding), x
-    )
-    y_plain, (g_plain,) = _value_and_vjp(lambda x: _plain_max_pool(x, window, stride, padding), x)
+    fast_pool = lambda x: pooling.max_pool(x, window, stride, padding)
+    y_fast, g_fast = _value_and_grads(fast_pool, x)
+    y_plain, g_plain = _value_and_grads(lambda x: _plain_max_pool(x, window, stride, padding), x)
     np.testing.assert_array_equal(y_fast, y_plain)
     np.testing.assert_allclose(g_fast, g_plain, **TOL)
     # Each output's gradient lands on one input: gradient mass is conserved.
@@ -64,53 +340,9 @@ def test_max_pool_matches_reduce_window(size, window, stride, padding, ties):
     np.testing.assert_allclose(g_fast.sum(), g.sum(), rtol=1e-4)
 
 
-@pytest.mark.parametrize(
-    'size,kernel,stride', [(12, 3, 1), (12, 3, 2), (11, 5, 2), (9, 7, 1), (10, 7, 2)]
-)
-def test_depthwise_conv_matches_grouped_lax_conv_with_gradients(size, kernel, stride, plain_ops):
-    kx, kw, kg = jax.random.split(jax.random.key(0), 3)
-    channels = 6
-    x = jax.random.normal(kx, (2, size, size - 1, channels))
-    w = jax.random.normal(kw, (kernel, kernel, 1, channels))
-    pad = ((kernel // 2,) * 2,) * 2
-
-    def run():  # traced afresh, so it reads the implementation in use
-        def conv(x, w):
-            return ops.conv_general_dilated(
-                x,
-                w,
-                (stride, stride),
-                pad,
-                dimension_numbers=fast_conv.NHWC,
-                feature_group_count=channels,
-            )
-
-        y, vjp = jax.vjp(conv, x, w)
-        return str(jax.make_jaxpr(conv)(x, w)), (y, *vjp(jax.random.normal(kg, y.shape)))
-
-    plain_jaxpr, plain = run()
-    ops.set_implementation('fast')
-    fast_jaxpr, fast = run()
-    assert 'feature_group_count=6' in plain_jaxpr
-    assert 'conv_general_dilated' not in fast_jaxpr
-    for a, b in zip(fast, plain):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
-
-
-def test_grouped_conv_that_is_not_depthwise_stays_plain():
-    x = jnp.ones((1, 5, 5, 4))
-    w = jnp.ones((3, 3, 2, 4))
-    jaxpr = jax.make_jaxpr(
-        lambda x: ops.conv_general_dilated(
-            x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=fast_conv.NHWC, feature_group_count=2
-        )
-    )(x)
-    assert 'feature_group_count=2' in str(jaxpr)
-
-
 def test_max_pool_border_padding_is_minus_infinity():
     x = -jnp.ones((1, 4, 4, 1)) - jnp.arange(16.0).reshape(1, 4, 4, 1)
-    y = fast_max_pool.max_pool(x, 3, 2, 1)
+    y = pooling.max_pool(x, 3, 2, 1)
     assert float(y.max()) < 0  # padding never wins over negative inputs
 
 
@@ -118,9 +350,12 @@ def test_max_pool_backward_reads_the_stored_argmax():
     # The compiled gradient computes the int8 window argmax once, before the conditional
     # that stores it, instead of re-deriving it inside the backward fusion.
     x = jax.random.normal(jax.random.key(0), (2, 9, 9, 3))
-    grad = jax.jit(jax.grad(lambda x: fast_max_pool.max_pool(jax.nn.relu(x), 3, 2, 1).sum()))
+    grad = jax.jit(jax.grad(lambda x: pooling.max_pool(jax.nn.relu(x), 3, 2, 1).sum()))
     hlo = grad.lower(x).compile().as_text()
     assert re.search(r'= \(s8\[2,5,5,3\][^)]*\) conditional\(', hlo), hlo
+
+
+# --- fusion_barrier -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize('value', [1.5, -2.0, 0.0, -0.0, np.nan, np.inf])
@@ -149,117 +384,7 @@ def test_fusion_barrier_takes_a_pytree():
     assert ' conditional(' in f.lower(x).compile().as_text()
 
 
-def _same_conv_loss(x, w):
-    return jnp.square(fast_conv.conv2d(x, w, (1, 1), ((1, 1), (1, 1)))).sum()
-
-
-def test_wide_strided_weight_gradient_keeps_the_transposed_output_gradient():
-    # g^T is written once, by the conditional, and the per-tap dots read it as their lhs;
-    # without the conditional XLA folds the transpose back into tap^T @ g.
-    batch, size = 2, 8
-    x = jax.random.normal(jax.random.key(0), (batch, size, size, WIDE))
-    w = jax.random.normal(jax.random.key(1), (3, 3, WIDE, WIDE))
-    loss = lambda x, w: jnp.square(fast_conv.conv2d(x, w, (2, 2), ((1, 1), (1, 1)))).sum()
-    hlo = jax.jit(jax.grad(loss, argnums=1)).lower(x, w).compile().as_text()
-    pixels = batch * (size // 2) ** 2
-    assert re.search(rf'= \(f32\[{WIDE},{pixels}\][^)]*\) conditional\(', hlo), hlo
-
-
-def test_stride_one_weight_gradient_is_one_eigen_convolution():
-    # The channel-major input (batch as features) convolved with the output gradient, padded
-    # to one row taller than the input: a top-level convolution, neither in a YNNPACK fusion
-    # nor operand-swapped (window-reversed, which Eigen declines).
-    cin = fast_conv.PIXEL_MAJOR_CHANNELS
-    x = jax.random.normal(jax.random.key(0), (2, 6, 5, cin))
-    w = jax.random.normal(jax.random.key(1), (3, 3, cin, 8))
-    hlo = jax.jit(jax.grad(_same_conv_loss, argnums=1)).lower(x, w).compile().as_text()
-    convs = re.findall(rf'^  %\S+ = f32\[{cin},3,3,8\]\S* convolution\(.*$', hlo, re.M)
-    assert len(convs) == 1 and 'window={size=7x5 ' in convs[0], hlo
-    assert 'reversal' not in convs[0]
-
-
-def test_wide_stride_one_convs_stay_out_of_ynnpack(monkeypatch):
-    # Forward pass and input gradient are top-level convolutions (Eigen) with one extra
-    # output row; YNNPACK's would be fusions whose root is the convolution.
-    monkeypatch.setattr(fast_conv, 'LARGE_CONV_PIXELS', 0)  # a small conv takes the large path
-    x = jax.random.normal(jax.random.key(0), (2, 6, 5, fast_conv.EIGEN_CHANNELS))
-    w = jax.random.normal(jax.random.key(1), (3, 3, fast_conv.EIGEN_CHANNELS, 8))
-    grad = jax.jit(jax.value_and_grad(_same_conv_loss, (0, 1)))
-    hlo = grad.lower(x, w).compile().as_text()
-    widths = f'(?:8|{fast_conv.EIGEN_CHANNELS})'
-    taller = re.findall(rf'^  %\S+ = f32\[2,7,5,{widths}\]\S* convolution\(', hlo, re.M)
-    assert len(taller) == 2, hlo
-
-
-@pytest.mark.parametrize(
-    'size,kernel,stride,pad,cin,cout,path',
-    [
-        # stride 1, at most MAX_TAP_SUM_TERMS taps x channels: a fused sum of products forward
-        (12, 3, 1, 1, 3, 4, '_conv_tap_sum'),
-        (9, 5, 1, 0, 1, 4, '_conv_tap_sum'),
-        (2, 3, 1, 2, 3, 4, '_conv_tap_sum'),  # kernel > input, output > input
-        # XLA's forward conv; weight gradient from channel-major tap rows
-        (90, 7, 2, 3, 1, 4, '_conv_matmul_wgrad'),
-        (23, 3, 2, 1, 6, 4, '_conv_matmul_wgrad'),
-        (12, 3, 1, 1, 6, 4, '_conv_matmul_wgrad'),
-        (11, 5, 3, 2, 6, 4, '_conv_matmul_wgrad'),
-        (10, 3, 2, 1, 6, 4, '_conv_matmul_wgrad'),
-        # XLA's forward conv; weight gradient as per-tap matmuls (or tap rows below 16 channels)
-        (12, 3, 2, 1, fast_conv.MAX_IM2COL_CHANNELS, 8, '_conv_matmul_wgrad'),
-        (12, 3, 1, 1, fast_conv.EIGEN_CHANNELS - 1, 8, '_conv_matmul_wgrad'),
-        (10, 3, 2, 1, fast_conv.PIXEL_MAJOR_CHANNELS, 8, '_conv_matmul_wgrad'),
-        (11, 5, 3, 2, 20, 4, '_conv_matmul_wgrad'),
-        (9, 3, 1, 2, fast_conv.EIGEN_CHANNELS, 8, '_conv_matmul_wgrad'),  # output > input
-        # stride 1 from EIGEN_CHANNELS on: taller convs (Eigen), odd sizes and paddings
-        (12, 3, 1, 1, fast_conv.EIGEN_CHANNELS, 8, '_conv_eigen'),
-        (7, 3, 1, 0, fast_conv.EIGEN_CHANNELS, 8, '_conv_eigen'),
-        (11, 5, 1, 2, fast_conv.EIGEN_CHANNELS + 3, 4, '_conv_eigen'),
-        (2, 3, 1, 1, fast_conv.EIGEN_CHANNELS, 4, '_conv_eigen'),  # kernel > input
-        (12, 3, 1, 1, WINOGRAD - 1, 8, '_conv_eigen'),
-        (11, 5, 1, 2, WINOGRAD, 4, '_conv_eigen'),
-        # 3x3 stride 1 from WINOGRAD_CHANNELS on: F(4x4, 3x3), partial tiles, every padding
-        (6, 3, 1, 1, WINOGRAD, 8, 'conv3x3'),
-        (9, 3, 1, 0, WINOGRAD, 4, 'conv3x3'),
-        (9, 3, 1, 2, WINOGRAD, 4, 'conv3x3'),  # output > input
-        (2, 3, 1, 1, WINOGRAD, 4, 'conv3x3'),  # kernel > input
-        # strided and wide: per-tap weight gradients as g^T @ tap (YNNPACK's layout)
-        (8, 3, 2, 1, WIDE, WIDE, '_conv_matmul_wgrad'),
-        (23, 3, 2, 1, fast_conv.PIXEL_MAJOR_CHANNELS, fast_conv.MIN_IM2COL_OUTPUTS, '_conv_im2col'),
-        (10, 3, 2, 1, 20, 64, '_conv_im2col'),
-        (11, 5, 3, 2, 17, 64, '_conv_im2col'),
-        # 1x1: slice + matmul, weight gradient (g^T @ x)^T
-        (23, 1, 2, 0, 6, 4, '_matmul_1x1'),
-        (9, 1, 1, 0, 20, 4, '_matmul_1x1'),
-    ],
-)
-def test_conv_matches_lax_with_gradients(size, kernel, stride, pad, cin, cout, path, monkeypatch):
-    monkeypatch.setattr(fast_conv, 'LARGE_CONV_PIXELS', 0)  # small convs take the large path
-    kx, kw, kg = jax.random.split(jax.random.key(0), 3)
-    x = jax.random.normal(kx, (2, size, size - 1, cin))
-    w = jax.random.normal(kw, (kernel, kernel, cin, cout))
-    padding = ((pad, pad), (pad, pad))
-
-    def run(conv):
-        y, vjp = jax.vjp(lambda x, w: conv(x, w), x, w)
-        return (y, *vjp(jax.random.normal(kg, y.shape)))
-
-    def fast_conv2d(x, w):
-        return fast_conv.conv2d(x, w, (stride, stride), padding)
-
-    jaxpr = str(jax.make_jaxpr(fast_conv2d)(x, w))  # the expected formulation is used
-    routes = ('conv3x3', '_conv_eigen', '_conv_tap_sum', '_conv_matmul_wgrad', '_conv_im2col')
-    for name in (*routes, '_matmul_1x1'):
-        assert (f'name={name}\n' in jaxpr) == (name == path), f'{path} expected in {jaxpr}'
-    fast = run(fast_conv2d)
-    plain = run(
-        lambda x, w: lax.conv_general_dilated(
-            x, w, (stride, stride), padding, dimension_numbers=fast_conv.NHWC
-        )
-    )
-    for a, b in zip(fast, plain):
-        # Winograd's rounding error scales with the largest value (module docstring).
-        scale = 1 + float(np.abs(b).max()) if path == 'conv3x3' else 1
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * scale)
+# --- normalization --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize('shape', [(4, 9, 8, 6), (2, 1, 1, 3), (3, 5, 5, 1)])
@@ -277,8 +402,8 @@ def test_batch_norm_matches_nnx_with_gradients(shape):
         g = jax.random.normal(kg, shape)
         return (y, mean, var, *vjp((g, jnp.zeros_like(mean), jnp.zeros_like(var))))
 
-    fast = run(lambda x, s, b: fast_batch_norm.batch_norm(x, s, b, 1e-5))
-    plain = run(lambda x, s, b: fast_batch_norm.normalize(x, s, b, 1e-5))
+    fast = run(lambda x, s, b: normalization.batch_norm(x, s, b, 1e-5))
+    plain = run(lambda x, s, b: normalization.normalize(x, s, b, 1e-5))
     np.testing.assert_allclose(fast[0], norm(x), **TOL)
     # nnx's running averages start at zero and one, momentum 0.9.
     np.testing.assert_allclose(0.1 * fast[1], norm.mean[...], **TOL)
@@ -299,6 +424,9 @@ def test_batch_norm_layer_keeps_nnx_state_and_eval_mode():
     norm.eval()
     reference.eval()
     np.testing.assert_array_equal(norm(x), reference(x))
+
+
+# --- whole models ---------------------------------------------------------------------------
 
 
 def _loss_and_grads(name, **kwargs):
@@ -327,36 +455,13 @@ SMALL_PROXYLESS = {
 @pytest.mark.parametrize(
     'name', ['mynet_v1', 'mynet_v2', 'basic_cnn', 'resnet_lite_11', 'proxylessnas_gpu']
 )
-def test_whole_model_loss_and_gradients_equal_plain(name, plain_ops, monkeypatch):
-    monkeypatch.setattr(fast_conv, 'LARGE_CONV_PIXELS', 0)  # Winograd and Eigen routes too
+def test_whole_model_loss_and_gradients_equal_plain(name, every_conv_is_large):
     kwargs = {'mynet_v2': {'widths': (8, 16, 32)}, 'proxylessnas_gpu': SMALL_PROXYLESS}
     kwargs = kwargs.get(name, {})
-    plain = _loss_and_grads(name, **kwargs)
-    ops.set_implementation('fast')
+    with ops.use('plain'):
+        plain = _loss_and_grads(name, **kwargs)
     fast = _loss_and_grads(name, **kwargs)
     np.testing.assert_allclose(fast[0], plain[0], rtol=1e-5)
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5), fast[1], plain[1]
     )
-
-
-def test_switch_selects_the_implementation(plain_ops):
-    x = jnp.ones((1, 9, 9, 2))
-    w = jnp.ones((3, 3, 2, 2))
-    grad = lambda: jax.make_jaxpr(
-        jax.grad(
-            lambda x: ops.max_pool(
-                ops.conv_general_dilated(
-                    x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=fast_conv.NHWC
-                ),
-                3,
-                2,
-                1,
-            ).sum()
-        )
-    )(x)
-    assert 'select_and_scatter' in str(grad())
-    ops.set_implementation('fast')
-    assert 'select_and_scatter' not in str(grad())
-    with pytest.raises(ValueError, match='ops implementation'):
-        ops.set_implementation('cuda')

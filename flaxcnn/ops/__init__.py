@@ -2,21 +2,24 @@
 to plain XLA ops.
 
 The fast paths compute the same math as the plain ``lax`` formulation (tests compare outputs
-and gradients; Winograd convs round differently, ``winograd_conv``) and are the default;
-``set_implementation('plain')`` selects XLA's own ops, e.g. on GPU. The choice is read when a
-model is traced.
+and gradients; Winograd convs round differently) and are the default; ``'plain'`` selects
+XLA's own ops, e.g. on GPU. The choice is read when a model is traced, so it is set before
+tracing, for good with ``set_implementation(name)`` or for a block with ``with use(name):``.
+Which conv takes which route: ``routes``; why each route is faster: ops/README.md.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from flaxcnn.ops import fast_batch_norm
-from flaxcnn.ops import fast_conv
-from flaxcnn.ops import fast_depthwise_conv
-from flaxcnn.ops import fast_max_pool
+from flaxcnn.ops import normalization
+from flaxcnn.ops import pooling
+from flaxcnn.ops import routes
 
 IMPLEMENTATIONS = ('fast', 'plain')
 _implementation = 'fast'
@@ -35,10 +38,26 @@ def implementation() -> str:
     return _implementation
 
 
+@contextlib.contextmanager
+def use(name: str) -> Iterator[None]:
+    """``set_implementation(name)`` for the block; the previous one is back on exit, also when
+    the block raises.
+
+    It applies to what is traced inside the block: a function jax has already traced (and
+    cached) keeps the ops it was traced with.
+    """
+    previous = _implementation
+    set_implementation(name)
+    try:
+        yield
+    finally:
+        set_implementation(previous)
+
+
 def max_pool(x: jax.Array, window: int, stride: int, padding: int = 0) -> jax.Array:
     """2-D max-pool of NHWC ``x`` padded with -inf (PyTorch semantics)."""
     if _implementation == 'fast':
-        return fast_max_pool.max_pool(x, window, stride, padding)
+        return pooling.max_pool(x, window, stride, padding)
     pads = ((0, 0), (padding, padding), (padding, padding), (0, 0))
     return lax.reduce_window(
         x, -jnp.inf, lax.max, (1, window, window, 1), (1, stride, stride, 1), pads
@@ -51,46 +70,13 @@ def batch_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float):
     The statistics are for the running averages; use them under ``lax.stop_gradient``.
     """
     if _implementation == 'fast':
-        return fast_batch_norm.batch_norm(x, scale, bias, epsilon)
-    return fast_batch_norm.normalize(x, scale, bias, epsilon)
+        return normalization.batch_norm(x, scale, bias, epsilon)
+    return normalization.normalize(x, scale, bias, epsilon)
 
 
-def conv_general_dilated(
-    lhs,
-    rhs,
-    window_strides,
-    padding,
-    lhs_dilation=None,
-    rhs_dilation=None,
-    dimension_numbers=None,
-    feature_group_count=1,
-    **kwargs,
-):
-    """Drop-in for ``lax.conv_general_dilated`` (``nnx.Conv``'s hook); fast paths for plain and
-    depthwise 2-D convs."""
-    depthwise = feature_group_count > 1 and lhs.shape[-1] == rhs.shape[-1] == feature_group_count
-    plain = (
-        _implementation == 'plain'
-        or lhs.ndim != 4
-        or isinstance(padding, str)
-        or (feature_group_count != 1 and not depthwise)
-        or kwargs.get('precision') is not None
-        or any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
-        or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-        != lax.conv_dimension_numbers(lhs.shape, rhs.shape, fast_conv.NHWC)
-    )
-    if plain:
-        return lax.conv_general_dilated(
-            lhs,
-            rhs,
-            window_strides,
-            padding,
-            lhs_dilation=lhs_dilation,
-            rhs_dilation=rhs_dilation,
-            dimension_numbers=dimension_numbers,
-            feature_group_count=feature_group_count,
-            **kwargs,
-        )
-    if depthwise:
-        return fast_depthwise_conv.depthwise_conv2d(lhs, rhs, window_strides, padding)
-    return fast_conv.conv2d(lhs, rhs, window_strides, padding)
+def conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs):
+    """Drop-in for ``lax.conv_general_dilated`` (``nnx.Conv``'s hook): the fast routes
+    (``routes.conv_general_dilated``) or XLA's convolution."""
+    if _implementation == 'fast':
+        return routes.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)

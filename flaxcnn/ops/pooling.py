@@ -16,37 +16,16 @@ import jax.numpy as jnp
 from jax import lax
 
 from flaxcnn.ops import fusion_barrier
-
-
-def _geometry(shape, window: int, stride: int, padding: int):
-    _, height, width, _ = shape
-    out_h = (height + 2 * padding - window) // stride + 1
-    out_w = (width + 2 * padding - window) // stride + 1
-    return out_h, out_w
-
-
-def _taps(xp: jax.Array, window: int, stride: int, out_h: int, out_w: int):
-    for i in range(window):
-        for j in range(window):
-            yield lax.slice(
-                xp,
-                (0, i, j, 0),
-                (
-                    xp.shape[0],
-                    i + stride * (out_h - 1) + 1,
-                    j + stride * (out_w - 1) + 1,
-                    xp.shape[3],
-                ),
-                (1, stride, stride, 1),
-            )
+from flaxcnn.ops import geometry
 
 
 def _forward(x: jax.Array, window: int, stride: int, padding: int):
-    out_h, out_w = _geometry(x.shape, window, stride, padding)
+    kernel, strides = (window, window), (stride, stride)
+    out_hw = geometry.output_hw(*x.shape[1:3], kernel, strides, ((padding, padding),) * 2)
     pads = ((0, 0, 0), (padding, padding, 0), (padding, padding, 0), (0, 0, 0))
     xp = lax.pad(x, jnp.array(-jnp.inf, x.dtype), pads)
     best, index = None, None
-    for k, tap in enumerate(_taps(xp, window, stride, out_h, out_w)):
+    for k, tap in enumerate(geometry.strided_taps(xp, kernel, strides, out_hw)):
         if best is None:
             best, index = tap, jnp.zeros(tap.shape, jnp.int8)
         else:
@@ -65,8 +44,7 @@ def max_pool(x: jax.Array, window: int, stride: int, padding: int = 0) -> jax.Ar
 def _max_pool_fwd(x, window, stride, padding):
     out, index = _forward(x, window, stride, padding)
     # Kept in memory: XLA:CPU would otherwise fuse the window argmax into the backward pass
-    # and recompute it there for every tap that reads it (MyNet v2's stem: 45-55 ms of a
-    # 450 ms step).
+    # and recompute it there for every tap that reads it.
     return out, (fusion_barrier.stored(index), x.shape)
 
 

@@ -3,9 +3,10 @@
 The output is computed in 4x4 tiles, each from a 6x6 input tile: 36 matmuls of the
 transformed input tiles ``[tiles, C_in]`` with the transformed kernel ``[C_in, C_out]``
 replace the convolution's 9 taps per output pixel, 4x fewer multiply-adds. The transforms
-are sums of strided slices that XLA fuses. Same convolution as ``lax.conv_general_dilated``;
-fp32 rounding differs (about 2e-5 of the output's largest value, where a direct convolution
-is about 1e-6). Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016.
+are sums of strided slices that XLA fuses. Same convolution as ``lax.conv_general_dilated``,
+exact in real arithmetic; in fp32 its rounding error, relative to the output's largest value,
+is larger than a direct convolution's (ops/README.md). Lavin & Gray, "Fast Algorithms for
+Convolutional Neural Networks", 2016.
 
 Gradients: the input gradient is the same algorithm on the output gradient with the flipped
 kernel; the kernel gradient reuses the forward pass's transformed input tiles, with the
@@ -21,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxcnn.ops import fusion_barrier
+from flaxcnn.ops import geometry
 
 TILE = 4  # output pixels per tile side
 ALPHA = TILE + 2  # input pixels per tile side
@@ -103,7 +105,7 @@ def _output(products, batch, out_h, out_w) -> jax.Array:
     cout = products[0].shape[-1]
     m = [p.reshape(batch, th, tw, cout) for p in products]
     # Stored, as in _input_tiles: XLA would otherwise fuse the whole transform into one loop
-    # that recomputes it per output pixel (forward pass 325 -> 464 ms at 256 channels).
+    # that recomputes it per output pixel.
     by_v = fusion_barrier.stored(m, lambda m: [_combine(_AT, m[v::ALPHA]) for v in range(ALPHA)])
     rows = [jnp.stack(_combine(_AT, [by_v[v][i] for v in range(ALPHA)]), 3) for i in range(TILE)]
     y = jnp.stack(rows, 2).reshape(batch, TILE * th, TILE * tw, cout)
@@ -127,9 +129,7 @@ def _output_transposed(g) -> list[jax.Array]:
 
 
 def _forward(x, w, padding):
-    (top, bottom), (left, right) = padding
-    out_h = x.shape[1] + top + bottom - 2
-    out_w = x.shape[2] + left + right - 2
+    out_h, out_w = geometry.output_hw(*x.shape[1:3], (3, 3), (1, 1), padding)
     tiles = _input_tiles(x, padding, out_h, out_w)
     kernel = _kernel_tiles(w)
     products = [t @ kernel[k] for k, t in enumerate(tiles)]
