@@ -1,6 +1,6 @@
 """Images/s of the training input pipeline with 0, 1 and 2 grain workers, next to the train step.
 
-The pipeline is built as ``Trainer.run`` builds it (``pipeline.train_dataset`` ->
+The pipeline is built as ``training.train_and_evaluate`` builds it (``pipeline.train_dataset`` ->
 ``pipeline.train_batches``: seeded shuffle, the config's augmentation, batching,
 normalization; ``input.num_workers`` grain worker processes, ``input.prefetch_batches``),
 from the config's prepared dataset, and timed alone: per worker count, the first batch
@@ -54,7 +54,7 @@ def load_dataset(config):
 
 
 def train_batches(config, dataset, num_workers: int):
-    """The trainer's training batch iterator (as built in ``Trainer.run``) from step 0."""
+    """The trainer's training batch iterator (as ``train_and_evaluate`` builds it) from step 0."""
     from flaxcnn.data import pipeline
 
     return pipeline.train_batches(
