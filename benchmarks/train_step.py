@@ -183,6 +183,7 @@ def measure_flaxcnn(spec: Spec) -> dict[str, Any]:
 
     from flaxcnn import distributed, malloc, models, ops, optim, steps
 
+    malloc.limit_arenas()  # before XLA starts its threads, as every command does (cli.start)
     config = flaxcnn_config(spec)
     mesh = distributed.create_mesh()
     if config.batch_size % mesh.devices.size:

@@ -46,7 +46,9 @@ class Evaluator:
 
     def run(self, state_or_model, split: str) -> dict[str, Any]:
         """Loss, accuracy, confusion and per-class metrics on ``split``."""
-        variables = steps.inference_variables(state_or_model)
+        variables = jax.device_put(  # a loaded run's are on one device
+            steps.inference_variables(state_or_model), distributed.replicated(self._mesh)
+        )
         totals = None
         for batch in pipeline.eval_batches(
             self._dataset.splits[split],

@@ -49,15 +49,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     mean, std, input_shape = identity['mean'], identity['std'], tuple(identity['image_shape'])
     steps_per_epoch = len(dataset.splits['train']) // config.batch_size
     total_steps = config.num_epochs * steps_per_epoch
-    train_data = pipeline.train_dataset(
-        dataset.splits['train'],
-        batch_size=config.batch_size,
-        seed=config.seed,
-        rotation_degrees=config.input.rotation_degrees,
-        flip=config.input.flip,
-        center_crop=config.input.center_crop,
-        shard_index=jax.process_index(),
-        num_shards=jax.process_count(),
+    train_data = train_dataset(
+        config, dataset, shard_index=jax.process_index(), num_shards=jax.process_count()
     )
 
     # ------------------------------------------------------------------ model and state
@@ -195,6 +188,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         writer.close()
         _print_summary(summary, workdir)
     return summary
+
+
+def train_dataset(
+    config: ml_collections.ConfigDict,
+    dataset: datasets.Dataset,
+    *,
+    shard_index: int = 0,
+    num_shards: int = 1,
+):
+    """The endless training batches ``config`` asks for (``pipeline.train_dataset``), or with
+    ``num_shards`` processes, process ``shard_index``'s rows of each."""
+    return pipeline.train_dataset(
+        dataset.splits['train'],
+        batch_size=config.batch_size,
+        seed=config.seed,
+        rotation_degrees=config.input.rotation_degrees,
+        flip=config.input.flip,
+        center_crop=config.input.center_crop,
+        shard_index=shard_index,
+        num_shards=num_shards,
+    )
 
 
 def _epoch_bar(step: int, steps_per_epoch: int, num_epochs: int, is_primary: bool) -> tqdm:

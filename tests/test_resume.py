@@ -1,6 +1,5 @@
 """Orbax checkpoints: round trip, retention, resume in sessions, workdir guard, divergence."""
 
-import json
 import pathlib
 import re
 import subprocess
