@@ -1,15 +1,12 @@
-"""Train steps, the training loop and the command line, on the smoke config."""
+"""The training loop and the command line, on the smoke config."""
 
 import json
 
-import jax
-import numpy as np
-import optax
 import pytest
 
 from flaxcnn import steps, training
 
-from helpers import records, run_smoke, tiny_train_state
+from helpers import records, run_smoke
 
 SUMMARY_KEYS = {
     'best_valid_accuracy',
@@ -22,26 +19,6 @@ SUMMARY_KEYS = {
     'dataset_seconds',
     'peak_rss_mb',
 }
-
-
-def test_train_step_lowers_the_loss_on_a_fixed_batch(smoke_config):
-    graphdef, tx, state = tiny_train_state(smoke_config)
-    step = jax.jit(
-        steps.make_train_step(
-            graphdef, tx, optax.constant_schedule(1e-3), mean=(120.0,), std=(60.0,)
-        )
-    )
-    rng = np.random.default_rng(0)
-    batch = {
-        'image': rng.integers(0, 256, (16, 32, 32, 1), np.uint8),
-        'label': rng.integers(0, 52, 16).astype(np.int32),
-    }
-    losses = []
-    for _ in range(15):
-        state, metrics = step(state, batch, np.float32(0))
-        losses.append(float(metrics['loss'] / metrics['count']))
-    assert losses[-1] < 0.5 * losses[0]
-    assert int(state.step) == 15
 
 
 def test_time_budget_stops_training_with_the_step_compiled_once(
@@ -82,6 +59,7 @@ def test_cli_smoke_run_writes_metrics_checkpoints_and_summary(smoke_run):
     assert 'glyphs mynet_v2: best valid' in (smoke_run.parent / 'stdout.txt').read_text()
     epochs = records(smoke_run)
     assert [r['epoch'] for r in epochs] == [1.0, 2.0]
+    assert epochs[1]['train_loss'] < epochs[0]['train_loss'] - 0.2  # the steps learn
     assert {
         'train_loss',
         'train_accuracy',
