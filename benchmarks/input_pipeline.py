@@ -1,6 +1,6 @@
 """Images/s of the training input pipeline with 0, 1 and 2 grain workers, next to the train step.
 
-The pipeline is built as ``Trainer.run`` builds it (``pipeline.train_dataset`` ->
+The pipeline is built as ``training.train_and_evaluate`` builds it (``pipeline.train_dataset`` ->
 ``pipeline.train_batches``: seeded shuffle, the config's augmentation, batching,
 normalization; ``input.num_workers`` grain worker processes, ``input.prefetch_batches``),
 from the config's prepared dataset, and timed alone: per worker count, the first batch
@@ -54,18 +54,12 @@ def load_dataset(config):
 
 
 def train_batches(config, dataset, num_workers: int):
-    """The trainer's training batch iterator (as built in ``Trainer.run``) from step 0."""
+    """The trainer's training batch iterator (as ``train_and_evaluate`` builds it) from step 0."""
+    from flaxcnn import training
     from flaxcnn.data import pipeline
 
     return pipeline.train_batches(
-        pipeline.train_dataset(
-            dataset.splits['train'],
-            batch_size=config.batch_size,
-            seed=config.seed,
-            rotation_degrees=config.input.rotation_degrees,
-            flip=config.input.flip,
-            center_crop=config.input.center_crop,
-        ),
+        training.train_dataset(config, dataset),
         0,
         num_workers=num_workers,
         prefetch_batches=config.input.prefetch_batches,
@@ -209,7 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not flags.FLAGS.is_parsed():  # grain's worker processes read absl flags
         flags.FLAGS.mark_as_parsed()
 
+    from flaxcnn import malloc
     from flaxcnn.config import from_file
+
+    malloc.limit_arenas()  # as every flaxcnn command does when it starts (cli.start)
 
     def emit(row):
         if args.json:

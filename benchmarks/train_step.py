@@ -1,13 +1,14 @@
 """Training-step throughput of flaxcnn's real train step, optionally against PyTorch.
 
-The step is built exactly as ``flaxcnn.trainer.Trainer`` builds it: ``create_model`` ->
-``optim.create_optimizer`` / ``create_schedule`` -> ``steps.create_train_state`` ->
-``steps.jit_train_step(steps.make_train_step(...))`` lowered and compiled ahead of time on the
-one-axis device mesh, state donated and replicated, batch sharded, BatchNorm statistics
-updated, dropout on (key folded from the step). Each timed step also moves the host batch to
-the device with ``jax.make_array_from_process_local_data`` as the trainer does, and ends with
-``jax.block_until_ready``. Images are random uint8 pixels (fixed seed), normalized to fp32 inside
-flaxcnn's step as in training, and on the host beforehand for PyTorch; labels are random.
+The step is built exactly as ``flaxcnn.training.train_and_evaluate`` builds it:
+``create_model`` -> ``optim.create_optimizer`` / ``create_schedule`` ->
+``steps.create_train_state`` -> ``distributed.jit_train_step(steps.make_train_step(...))``
+lowered and compiled ahead of time on the one-axis device mesh, state donated and replicated,
+batch sharded, BatchNorm statistics updated, dropout on (key folded from the step). Each timed
+step also moves the host batch to the device with ``jax.make_array_from_process_local_data`` as
+the trainer does, and ends with ``jax.block_until_ready``. Images are random uint8 pixels (fixed
+seed), normalized to fp32 inside flaxcnn's step as in training, and on the host beforehand for
+PyTorch; labels are random.
 
 Reported per run: images/s = batch / median step time over ``--steps`` (>= 10) timed steps
 after ``--warmup`` steps; compile seconds (lower + compile); peak RSS (``getrusage``) of the
@@ -175,15 +176,16 @@ def flaxcnn_config(spec: Spec):
 
 
 def measure_flaxcnn(spec: Spec) -> dict[str, Any]:
-    """Times flaxcnn's train step in this process, built as ``Trainer.__init__`` builds it."""
+    """Times flaxcnn's train step in this process, built as ``train_and_evaluate`` builds it."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
 
-    from flaxcnn import malloc, models, ops, optim, steps
+    from flaxcnn import distributed, malloc, models, ops, optim, steps
 
+    malloc.limit_arenas()  # before XLA starts its threads, as every command does (cli.start)
     config = flaxcnn_config(spec)
-    mesh = steps.create_mesh()
+    mesh = distributed.create_mesh()
     if config.batch_size % mesh.devices.size:
         raise ValueError(f'batch_size {config.batch_size} is not divisible by the device count')
     ops.set_implementation(config.ops)
@@ -200,8 +202,8 @@ def measure_flaxcnn(spec: Spec) -> dict[str, Any]:
     schedule = optim.create_schedule(config, steps_per_epoch=1)  # read by step-based schedules
     train_graphdef, _, state = steps.create_train_state(model, tx, config.seed)
     del model
-    state = jax.device_put(state, steps.replicated(mesh))
-    sharding = steps.batch_sharding(mesh)
+    state = jax.device_put(state, distributed.replicated(mesh))
+    sharding = distributed.batch_sharding(mesh)
     shape = (spec.batch_size, spec.image_size, spec.image_size, spec.in_channels)
     batch_spec = {
         'image': jax.ShapeDtypeStruct(shape, jnp.uint8, sharding=sharding),
@@ -209,7 +211,7 @@ def measure_flaxcnn(spec: Spec) -> dict[str, Any]:
     }
     start = time.perf_counter()
     train_step = (
-        steps.jit_train_step(
+        distributed.jit_train_step(
             steps.make_train_step(
                 train_graphdef,
                 tx,
@@ -229,7 +231,7 @@ def measure_flaxcnn(spec: Spec) -> dict[str, Any]:
     holder = {'state': state, 'sums': None}
     session_start = time.perf_counter()
 
-    def step_fn(step: int):  # Trainer._train_epoch's per-step work, then a sync
+    def step_fn(step: int):  # the training loop's per-step work, then a sync
         elapsed = time.perf_counter() - session_start
         clock = elapsed if schedule.clock == 'seconds' else step
         batch = {

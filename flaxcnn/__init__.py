@@ -1,5 +1,4 @@
-"""flaxcnn: small image classifiers trained fast, measurably and reproducibly with JAX."""
+"""flaxcnn: small image classifiers trained fast, measurably and reproducibly with JAX.
 
-from flaxcnn import malloc
-
-malloc.limit_arenas()  # before XLA starts its threads
+Importing it changes no process state; the commands set that up (``flaxcnn.cli.start``).
+"""

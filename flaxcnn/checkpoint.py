@@ -1,36 +1,111 @@
-"""Orbax checkpoints of a run: the latest N plus the best by validation accuracy.
+"""Orbax checkpoints of a run: the latest N plus the best by validation accuracy; runs read back.
 
 A checkpoint holds the ``TrainState`` (params, batch statistics, optimizer state, step,
 RNG key) and a JSON ``meta`` item: model and dataset identity, class list, normalization,
-the data position (the next batch index, equal to the step) and run counters. Orbax
-writes each checkpoint to a temporary folder and renames it when complete, so a crash
+the data position (the next batch index, equal to the step), run counters and the config.
+Orbax writes each checkpoint to a temporary folder and renames it when complete, so a crash
 or kill never leaves a checkpoint that a restart would read half-written.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import pathlib
-from typing import Any
+import tempfile
+from typing import Any, Callable
 
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
+from flax import nnx
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
+from flaxcnn import models, steps
+from flaxcnn.data import datasets, pipeline
 from flaxcnn.steps import TrainState
 
 VALID_METRIC = 'valid_accuracy'
+IDENTITY_KEYS = ('model', 'model_kwargs', 'dataset', 'class_names', 'image_shape', 'mean', 'std')
 
 
-class _MidEpochSaveFilter(logging.Filter):
+class MidEpochSaveFilter(logging.Filter):
     """Drops Orbax's warning for saves without metrics: mid-epoch checkpoints have none by
-    design (they are never candidates for best), so it would repeat at every one of them."""
+    design (they are never candidates for best), so it would repeat at every one of them.
+    Installed by ``cli.start``."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return 'did not provide metrics' not in record.getMessage()
 
 
-logging.getLogger('absl').addFilter(_MidEpochSaveFilter())
+def check_writable(workdir: pathlib.Path) -> None:
+    """Creates ``workdir`` and raises a clear error if files cannot be written in it."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=workdir, prefix='.write_check'):
+            pass
+    except OSError as e:
+        raise PermissionError(
+            f'Cannot write to the workdir {workdir}: {e.strerror or e}. Choose a writable '
+            '--workdir.'
+        ) from e
+
+
+def normalization(config: ml_collections.ConfigDict, dataset: datasets.Dataset):
+    """(mean, std) per channel that ``config.input.normalization`` asks for."""
+    name = config.input.normalization
+    if name == 'dataset':
+        return tuple(dataset.mean), tuple(dataset.std)
+    if name == 'imagenet':
+        if dataset.image_shape[-1] != 3:
+            raise ValueError(
+                "input.normalization='imagenet' needs 3-channel images; "
+                f'the dataset has {dataset.image_shape[-1]}.'
+            )
+        return pipeline.IMAGENET_MEAN, pipeline.IMAGENET_STD
+    raise ValueError(f"Unknown input.normalization {name!r}; expected 'dataset' or 'imagenet'.")
+
+
+def run_identity(config: ml_collections.ConfigDict, dataset: datasets.Dataset) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed by ``config``; also what prediction needs."""
+    mean, std = normalization(config, dataset)
+    return {
+        'model': config.model,
+        'model_kwargs': config.model_kwargs.to_dict(),
+        'dataset': {  # where the data lives may change between runs; what it is may not
+            k: v for k, v in config.dataset.to_dict().items() if k not in ('data_dir', 'folder')
+        },
+        'class_names': list(dataset.class_names),
+        'image_shape': list(pipeline.input_shape(dataset.image_shape, config.input.center_crop)),
+        'stored_image_shape': list(dataset.image_shape),
+        'mean': list(mean),
+        'std': list(std),
+    }
+
+
+def create_model(identity: dict[str, Any], *, rngs: nnx.Rngs) -> nnx.Module:
+    """A freshly initialized model of the run ``identity`` (``run_identity``) describes."""
+    height, _, channels = identity['image_shape']
+    return models.create_model(
+        identity['model'],
+        num_classes=len(identity['class_names']),
+        in_channels=channels,
+        image_size=height,
+        rngs=rngs,
+        **identity['model_kwargs'],
+    )
+
+
+def check_identity(workdir: pathlib.Path, saved: dict[str, Any], expected: dict[str, Any]) -> None:
+    """Raises unless a checkpoint's metadata ``saved`` is of the run ``expected`` describes."""
+    for key in IDENTITY_KEYS:
+        if json.dumps(saved.get(key), sort_keys=True) != json.dumps(expected[key], sort_keys=True):
+            raise ValueError(
+                f'{workdir} holds a run with {key}={saved.get(key)!r}, but the config asks for '
+                f'{key}={expected[key]!r}. Use another --workdir, or the same {key} to resume '
+                '(the learning rate, schedule and epoch count may change on resume).'
+            )
 
 
 def read_arrays(state_dir: str | pathlib.Path) -> Any:
@@ -117,6 +192,27 @@ class Checkpoints:
         """Only the JSON metadata of ``step``."""
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
+    def restore_variables(self, step: int, params: Any, batch_stats: Any) -> tuple[Any, Any]:
+        """Only the params and batch statistics of ``step``, shaped like the abstract
+        ``params`` and ``batch_stats``, on the first local device; the optimizer state is
+        never read."""
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+            {'params': params, 'batch_stats': batch_stats},
+        )
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(
+                    item=target,
+                    restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                    partial_restore=True,
+                )
+            ),
+        ).state
+        return restored['params'], restored['batch_stats']
+
     def restore(self, step: int, target: TrainState) -> tuple[TrainState, dict[str, Any]]:
         """State (shaped and placed like ``target``) and metadata of ``step``."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
@@ -138,3 +234,53 @@ class Checkpoints:
     def close(self) -> None:
         """Finishes pending saves and releases the manager."""
         self.manager.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A trained run read back for inference: its config, metadata and eval-mode model."""
+
+    workdir: pathlib.Path
+    step: int  # the checkpoint's
+    config: ml_collections.ConfigDict
+    meta: dict[str, Any]  # class_names, image_shape, stored_image_shape, mean, std, model, ...
+    model: nnx.Module  # eval mode, with the checkpoint's params and batch statistics
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.meta['class_names']
+
+    @property
+    def variables(self) -> tuple[nnx.State, nnx.State]:
+        """The model's (params, batch statistics), as ``forward`` reads them."""
+        return steps.inference_variables(self.model)
+
+    @property
+    def forward(self) -> Callable:
+        """The run's inference function (``steps.make_forward``), its normalization included."""
+        return steps.make_forward(
+            nnx.graphdef(self.model), mean=self.meta['mean'], std=self.meta['std']
+        )
+
+
+def load_run(workdir: str | pathlib.Path, step: int | None = None) -> Run:
+    """The run in ``workdir`` at ``step`` (default: its best checkpoint), without an optimizer.
+
+    The model is built abstractly from the saved model name and arguments, then given the
+    checkpoint's params and batch statistics.
+    """
+    workdir = pathlib.Path(workdir)
+    ckpts = Checkpoints(workdir)
+    try:
+        step = ckpts.best_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f'No checkpoint in {ckpts.directory}: is {workdir} a run?')
+        meta = ckpts.read_meta(step)
+        abstract = nnx.eval_shape(lambda: create_model(meta, rngs=nnx.Rngs(0)))
+        abstract.eval()
+        graphdef, params, batch_stats = nnx.split(abstract, nnx.Param, nnx.BatchStat)
+        params, batch_stats = ckpts.restore_variables(step, params, batch_stats)
+    finally:
+        ckpts.close()
+    model = nnx.merge(graphdef, params, batch_stats)
+    return Run(workdir, step, ml_collections.ConfigDict(meta['config']), meta, model)

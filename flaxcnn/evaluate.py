@@ -6,9 +6,10 @@ and ``<workdir>/eval/test.png``, and prints a per-class table.
 
 from __future__ import annotations
 
-from absl import app, flags, logging
+from absl import app, flags
 
-from flaxcnn.trainer import Trainer
+from flaxcnn import checkpoint, cli, distributed, evaluation, ops
+from flaxcnn.data import datasets
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory written by flaxcnn.train.')
 _SPLIT = flags.DEFINE_enum('split', 'test', ['test', 'validation'], 'Split to evaluate.')
@@ -19,21 +20,29 @@ flags.mark_flag_as_required('workdir')
 
 
 def main(argv) -> None:
+    cli.start()
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-    if not flags.FLAGS['verbosity'].present:
-        logging.set_verbosity(logging.WARNING)
-    overrides = {'data_dir': _DATA_DIR.value} if _DATA_DIR.value else {}
-    trainer = Trainer.from_workdir(_WORKDIR.value, **overrides)
-    step = trainer.restore_best()
-    metrics = trainer.report(_SPLIT.value, trainer.evaluate(_SPLIT.value))
+    run = checkpoint.load_run(_WORKDIR.value)
+    if _DATA_DIR.value:
+        run.config.dataset.data_dir = _DATA_DIR.value
+    ops.set_implementation(run.config.ops)
+    dataset = datasets.load(run.config.dataset)
+    checkpoint.check_identity(run.workdir, run.meta, checkpoint.run_identity(run.config, dataset))
+    mesh = distributed.create_mesh()
+    distributed.check_divisible(mesh, eval_batch_size=run.config.eval_batch_size)
+    report_dir = run.workdir / 'eval'
+    evaluator = evaluation.Evaluator(
+        run.config, dataset, run.forward, run.variables, mesh, report_dir
+    )
+    metrics = evaluator.run(run.model, _SPLIT.value)
     print(f'{"class":<24} {"precision":>9} {"recall":>9} {"support":>8}')
     for name, m in metrics['per_class'].items():
         print(f'{name:<24} {m["precision"]:>9.4f} {m["recall"]:>9.4f} {m["support"]:>8d}')
     print(
-        f'{_SPLIT.value} of {_WORKDIR.value} (step {step}): accuracy {metrics["accuracy"]:.2%}, '
-        f'macro recall {metrics["macro_recall"]:.2%}, macro precision '
-        f'{metrics["macro_precision"]:.2%} -> {trainer.workdir / "eval" / _SPLIT.value}.json'
+        f'{_SPLIT.value} of {_WORKDIR.value} (step {run.step}): accuracy '
+        f'{metrics["accuracy"]:.2%}, macro recall {metrics["macro_recall"]:.2%}, macro '
+        f'precision {metrics["macro_precision"]:.2%} -> {report_dir / _SPLIT.value}.json'
     )
 
 

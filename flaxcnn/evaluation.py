@@ -1,13 +1,70 @@
-"""Metrics beyond accuracy from a confusion matrix: per-class precision and recall, JSON and PNG."""
+"""The evaluator: loss, accuracy, confusion matrix and per-class metrics of a model on a split,
+with their JSON and PNG reports."""
 
 from __future__ import annotations
 
 import json
 import os
 import pathlib
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
+from jax.sharding import Mesh
+
+from flaxcnn import distributed, steps
+from flaxcnn.data import datasets, pipeline
+
+
+class Evaluator:
+    """Evaluates model variables on the splits of ``dataset``; its step is compiled once, here.
+
+    ``run`` takes a ``TrainState`` (the training loop) or an eval-mode model (a loaded run),
+    and returns ``class_metrics`` plus ``loss``; with a ``report_dir``, process 0 also writes
+    ``<report_dir>/<split>.{json,png}``.
+    """
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        dataset: datasets.Dataset,
+        forward: Callable,
+        variables: tuple,
+        mesh: Mesh,
+        report_dir: pathlib.Path | None = None,
+    ):
+        """``forward`` is ``steps.make_forward``'s function and ``variables`` are shaped like
+        those it will run with; batches follow ``config.eval_batch_size`` and ``config.input``."""
+        self._config, self._dataset, self._mesh = config, dataset, mesh
+        self._report_dir = report_dir
+        image_shape = pipeline.input_shape(dataset.image_shape, config.input.center_crop)
+        eval_step = steps.make_eval_step(forward, len(dataset.class_names))
+        spec = distributed.batch_spec(mesh, config.eval_batch_size, image_shape, with_mask=True)
+        self._step = distributed.jit_eval_step(eval_step, mesh).lower(variables, spec).compile()
+
+    def run(self, state_or_model, split: str) -> dict[str, Any]:
+        """Loss, accuracy, confusion and per-class metrics on ``split``."""
+        variables = jax.device_put(  # a loaded run's are on one device
+            steps.inference_variables(state_or_model), distributed.replicated(self._mesh)
+        )
+        totals = None
+        for batch in pipeline.eval_batches(
+            self._dataset.splits[split],
+            batch_size=self._config.eval_batch_size,
+            center_crop=self._config.input.center_crop,
+            shard_index=jax.process_index(),
+            num_shards=jax.process_count(),
+        ):
+            out = self._step(variables, distributed.to_device(self._mesh, batch))
+            totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+        totals = jax.device_get(totals)
+        metrics = class_metrics(totals['confusion'], self._dataset.class_names)
+        metrics['loss'] = float(totals['loss']) / int(totals['count'])
+        if self._report_dir is not None and distributed.is_primary():
+            write_report(metrics, self._report_dir, split)
+        return metrics
 
 
 def class_metrics(confusion: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:

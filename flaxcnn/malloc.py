@@ -1,20 +1,16 @@
 """glibc malloc tuning that keeps a train step's freed memory in the process.
 
-XLA:CPU allocates each step's temporaries (0.9 GB for MyNet v2 at batch 512) with ``malloc``
-from its worker threads and frees them when the step ends. glibc serves blocks that large
-with ``mmap`` and hands them back with ``munmap``, so every step page-faults them in again:
-about 0.5 s of kernel time per step on a 2-core VM, half the step. One arena, no ``mmap``
-and no trimming make the next step reuse the same pages (MyNet v2 b512: 420-480 -> 740-840
-img/s together with the fast ops; without the no-trim part only 540).
+XLA:CPU allocates each step's temporaries with ``malloc`` from its worker threads and frees
+them when the step ends. glibc serves blocks that large with ``mmap`` and hands them back with
+``munmap``, so every step page-faults them in again, in kernel time that can be a large share
+of the step. One arena, no ``mmap`` and no trimming make the next step reuse the same pages.
 
-The cost is a larger peak RSS, since the heap is never returned and fragments: 1.7 ->
-2.3-3.1 GB for MyNet v2 b512, 2.3 -> 2.4-3.8 GB for BasicCNN b256, but 12.6 -> 23 GB for
-ResNet-lite-11 b512. So the arena limit is set on import (it only affects threads that have
-not allocated yet, i.e. before XLA starts its threads), and no-mmap / no-trim only once a
-compiled step's working memory is known to be small next to the machine's RAM: twice the
-working memory within half the RAM. (ResNet-lite-22 b128, 5.3 GB of temporaries on a 24 GB
-machine: 9.9 -> 16.4 img/s, 66 -> 6 s of kernel time over 12 steps, peak RSS 5.8 GB both
-ways.) No-ops off glibc.
+The cost is a larger peak RSS, since the heap is never returned and fragments, and for large
+models it grows far beyond the step's working memory. So the arena limit is set when a command
+starts (``cli.start``; it only affects threads that have not allocated yet, i.e. before XLA
+starts its threads), and no-mmap / no-trim only once a compiled step's working memory is known
+to be small next to the machine's RAM: twice the working memory within half the RAM. Measured
+effects are in docs/performance-notes.md. No-ops off glibc.
 """
 
 from __future__ import annotations
@@ -40,7 +36,7 @@ def _mallopt(*settings: tuple[int, int]) -> bool:
 
 
 def limit_arenas() -> bool:
-    """One malloc arena for all threads (called on ``import flaxcnn``); False off glibc."""
+    """One malloc arena for all threads (called by ``cli.start``); False off glibc."""
     return _mallopt((M_ARENA_MAX, 1))
 
 

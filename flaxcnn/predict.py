@@ -11,12 +11,10 @@ from __future__ import annotations
 import sys
 
 import jax
-import ml_collections
 import numpy as np
-from absl import app, flags, logging
-from flax import nnx
+from absl import app, flags
 
-from flaxcnn import checkpoint, models, ops, optim, steps
+from flaxcnn import checkpoint, cli, ops
 from flaxcnn.data import augment, folders
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory written by flaxcnn.train.')
@@ -28,38 +26,17 @@ class Predictor:
     """The best checkpoint of a run, ready to classify image files."""
 
     def __init__(self, workdir: str):
-        ckpts = checkpoint.Checkpoints(workdir)
-        step = ckpts.best_step()
-        if step is None:
-            raise FileNotFoundError(f'No checkpoint in {ckpts.directory}: is {workdir} a run?')
-        meta = ckpts.read_meta(step)
-        config = ml_collections.ConfigDict(meta['config'])
-        self.class_names = meta['class_names']
-        self.stored_shape = meta['stored_image_shape']
-        self.input_shape = meta['image_shape']
-        self.resize = config.dataset.get('resize', 'crop')
-        self.center_crop = config.input.center_crop
-        ops.set_implementation(config.ops)
-        model = models.create_model(
-            meta['model'],
-            num_classes=len(self.class_names),
-            in_channels=self.input_shape[-1],
-            image_size=self.input_shape[0],
-            rngs=nnx.Rngs(0),
-            **meta['model_kwargs'],
-        )
-        _, eval_graphdef, state = steps.create_train_state(
-            model, optim.create_optimizer(config), config.seed
-        )
-        state, _ = ckpts.restore(step, state)
-        ckpts.close()
-        self.step = step
+        run = checkpoint.load_run(workdir)
+        self.step, self.class_names = run.step, run.class_names
+        self.stored_shape = run.meta['stored_image_shape']
+        self.resize = run.config.dataset.get('resize', 'crop')
+        self.center_crop = run.config.input.center_crop
+        ops.set_implementation(run.config.ops)
+        forward, self._variables = run.forward, run.variables
 
         @jax.jit
-        def probabilities(images):
-            model = nnx.merge(eval_graphdef, state.params, state.batch_stats)
-            logits = model(steps.normalize(images, meta['mean'], meta['std']))
-            return jax.nn.softmax(logits)
+        def probabilities(variables, images):
+            return jax.nn.softmax(forward(variables, images))
 
         self._probabilities = probabilities
 
@@ -78,17 +55,16 @@ class Predictor:
 
     def predict(self, images: list[np.ndarray]) -> np.ndarray:
         """Class probabilities, one row per ``load``-ed image."""
-        return np.asarray(self._probabilities(np.stack(images)))
+        return np.asarray(self._probabilities(self._variables, np.stack(images)))
 
 
 def main(argv) -> None:
+    cli.start()
     paths = argv[1:]
     if not paths:
         raise app.UsageError(
             'Give at least one image: python -m flaxcnn.predict --workdir=DIR IMAGE...'
         )
-    if not flags.FLAGS['verbosity'].present:
-        logging.set_verbosity(logging.WARNING)
     predictor = Predictor(_WORKDIR.value)
     readable, images = [], []
     for path in paths:

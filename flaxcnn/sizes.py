@@ -12,12 +12,12 @@ import json
 import pathlib
 import tempfile
 
-import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from absl import app, flags, logging
+from absl import app, flags
+from flax import nnx
 
-from flaxcnn import checkpoint
+from flaxcnn import checkpoint, cli, models
 
 _PLOT = flags.DEFINE_string('plot', 'sizes.png', 'Where to write the bar chart ("" for none).')
 
@@ -30,31 +30,24 @@ def _disk_mb(path: pathlib.Path) -> float:
 
 def run_sizes(workdir: str | pathlib.Path) -> dict:
     """One row of the table for the run in ``workdir`` (its best checkpoint)."""
-    workdir = pathlib.Path(workdir)
-    ckpts = checkpoint.Checkpoints(workdir)
-    step = ckpts.best_step()
-    if step is None:
-        raise FileNotFoundError(f'No checkpoint in {ckpts.directory}: is {workdir} a run?')
-    meta = ckpts.read_meta(step)
-    ckpts.close()
-    state_dir = ckpts.directory / str(step) / 'state'
-    state = checkpoint.read_arrays(state_dir)
-    model_state = {'params': state['params'], 'batch_stats': state['batch_stats']}
-    num_params = sum(np.size(x) for x in jax.tree.leaves(state['params']))
+    run = checkpoint.load_run(workdir)
+    params, batch_stats = run.variables
+    model_state = {'params': nnx.to_pure_dict(params), 'batch_stats': nnx.to_pure_dict(batch_stats)}
+    num_params = models.count_params(run.model)
     with tempfile.TemporaryDirectory() as tmp:
         with ocp.StandardCheckpointer() as saver:
             saver.save(pathlib.Path(tmp) / 'model', model_state)
         model_mb = _disk_mb(pathlib.Path(tmp) / 'model')
-    summary_path = workdir / 'summary.json'
+    summary_path = run.workdir / 'summary.json'
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     return {
-        'run': str(workdir),
-        'model': meta['model'],
+        'run': str(run.workdir),
+        'model': run.meta['model'],
         'params': int(num_params),
         'param_mb': num_params * 4 / MB,
         'checkpoint_model_mb': model_mb,
-        'checkpoint_full_mb': _disk_mb(state_dir),
-        'best_valid_accuracy': meta['progress']['best_valid_accuracy'],
+        'checkpoint_full_mb': _disk_mb(run.workdir / 'checkpoints' / str(run.step) / 'state'),
+        'best_valid_accuracy': run.meta['progress']['best_valid_accuracy'],
         'test_accuracy': summary.get('test_accuracy'),
     }
 
@@ -90,10 +83,9 @@ def _pct(value) -> str:
 
 
 def main(argv) -> None:
+    cli.start()
     if len(argv) < 2:
         raise app.UsageError('Usage: python -m flaxcnn.sizes WORKDIR... [--plot=sizes.png]')
-    if not flags.FLAGS['verbosity'].present:  # Orbax warns about reading an item's metadata.
-        logging.set_verbosity(logging.ERROR)
     rows = [run_sizes(w) for w in argv[1:]]
     print(
         f'{"run":<24} {"model":<18} {"params":>12} {"param MB":>9} {"ckpt MB":>8} '

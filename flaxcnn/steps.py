@@ -1,8 +1,7 @@
-"""The jit-compiled train and eval steps, over a device mesh with one ``data`` axis.
+"""The train and eval steps and the one inference function, as pure functions of the state.
 
-Parameters, batch statistics and optimizer state are replicated; batches are sharded on
-their first dimension, so gradients and BatchNorm statistics are global-batch ones
-whatever the device count.
+They are written for one global batch; ``distributed.jit_train_step`` / ``jit_eval_step``
+compile them over the device mesh.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 
 NO_STEP = np.iinfo(np.int32).max
@@ -50,11 +48,6 @@ def normalize(images: jax.Array, mean, std) -> jax.Array:
     """
     mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
     return (images.astype(jnp.float32) - mean) / std
-
-
-def create_mesh() -> Mesh:
-    """A 1-D mesh named ``data`` over all devices."""
-    return Mesh(np.asarray(jax.devices()), ('data',))
 
 
 def create_train_state(
@@ -122,15 +115,37 @@ def make_train_step(
     return train_step
 
 
-def make_eval_step(graphdef: nnx.GraphDef, num_classes: int, *, mean, std) -> Callable:
-    """``(state, batch) -> metrics``: loss sum, count and confusion counts [true, predicted].
+def inference_variables(source: TrainState | nnx.Module) -> tuple[nnx.State, nnx.State]:
+    """(params, batch statistics) of a train state or a model, as ``make_forward`` reads them."""
+    if isinstance(source, nnx.Module):
+        _, params, batch_stats = nnx.split(source, nnx.Param, nnx.BatchStat)
+        return params, batch_stats
+    return source.params, source.batch_stats
 
-    Batches are as for ``make_train_step`` plus a boolean ``mask`` of the real examples.
+
+def make_forward(graphdef: nnx.GraphDef, *, mean, std) -> Callable:
+    """``(variables, images) -> logits``: the model ``graphdef`` (in eval mode) on uint8 images.
+
+    ``variables`` are ``inference_variables``; images are normalized with ``mean``/``std`` per
+    channel as in training. Evaluation and prediction both go through this function.
     """
 
-    def eval_step(state: TrainState, batch: dict[str, jax.Array]):
-        model = nnx.merge(graphdef, state.params, state.batch_stats)
-        logits = model(normalize(batch['image'], mean, std))
+    def forward(variables: tuple[nnx.State, nnx.State], images: jax.Array) -> jax.Array:
+        model = nnx.merge(graphdef, *variables)
+        return model(normalize(images, mean, std))
+
+    return forward
+
+
+def make_eval_step(forward: Callable, num_classes: int) -> Callable:
+    """``(variables, batch) -> metrics``: loss sum, count and confusion counts [true, predicted].
+
+    ``forward`` is a ``make_forward`` function. Batches are as for ``make_train_step`` plus a
+    boolean ``mask`` of the real examples.
+    """
+
+    def eval_step(variables: tuple[nnx.State, nnx.State], batch: dict[str, jax.Array]):
+        logits = forward(variables, batch['image'])
         mask = batch['mask']
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
         true = jax.nn.one_hot(batch['label'], num_classes, dtype=jnp.int32) * mask[:, None]
@@ -142,27 +157,3 @@ def make_eval_step(graphdef: nnx.GraphDef, num_classes: int, *, mean, std) -> Ca
         }
 
     return eval_step
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Arrays split on their first (batch) dimension over the ``data`` axis."""
-    return NamedSharding(mesh, P('data'))
-
-
-def replicated(mesh: Mesh) -> NamedSharding:
-    """Arrays copied whole to every device."""
-    return NamedSharding(mesh, P())
-
-
-def jit_train_step(train_step: Callable, mesh: Mesh) -> Callable:
-    """jit with the state donated and replicated and the batch sharded on ``data``."""
-    rep, data = replicated(mesh), batch_sharding(mesh)
-    return jax.jit(
-        train_step, donate_argnums=0, in_shardings=(rep, data, rep), out_shardings=(rep, rep)
-    )
-
-
-def jit_eval_step(eval_step: Callable, mesh: Mesh) -> Callable:
-    """jit with the state replicated and the batch sharded on ``data``."""
-    rep, data = replicated(mesh), batch_sharding(mesh)
-    return jax.jit(eval_step, in_shardings=(rep, data), out_shardings=rep)

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pathlib
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from flaxcnn.trainer import Trainer
+from flaxcnn import cli, training
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, e.g. configs/glyph.py.', lock_config=True
@@ -24,15 +24,14 @@ flags.mark_flags_as_required(['config'])
 
 
 def main(argv) -> None:
+    cli.start()
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-    if not flags.FLAGS['verbosity'].present:  # Orbax logs every save at INFO.
-        logging.set_verbosity(logging.WARNING)
     workdir = _WORKDIR.value or str(
         pathlib.Path('runs')
         / pathlib.Path(config_flags.get_config_filename(flags.FLAGS['config'])).stem
     )
-    Trainer(_CONFIG.value, workdir).run()
+    training.train_and_evaluate(_CONFIG.value, workdir)
 
 
 if __name__ == '__main__':

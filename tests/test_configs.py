@@ -6,7 +6,7 @@ from flaxcnn import models, optim
 from flaxcnn.config import default_config
 from flaxcnn.data import datasets
 
-from conftest import REPO, load_config
+from helpers import REPO, load_config
 
 CONFIGS = sorted(p.stem for p in (REPO / 'configs').glob('*.py'))
 

@@ -10,18 +10,12 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
-from flaxcnn import checkpoint
-
-from conftest import REPO, run_smoke, smoke_command
+from helpers import REPO, final_state, records, run_smoke, saved_steps, smoke_command
 
 RUN = ('--config.num_epochs=4', '--config.checkpoint.every_steps=1')  # 24 steps, each saved
 PARTIAL = '.orbax-checkpoint-tmp'  # Orbax writes here, then renames to <step>
-
-
-def _complete_steps(workdir: pathlib.Path) -> list[int]:
-    ckpts = workdir / 'checkpoints'
-    return sorted(int(p.name) for p in ckpts.glob('*') if p.name.isdigit())
 
 
 def _partial(workdir: pathlib.Path, since: float = 0.0) -> list[str]:
@@ -30,19 +24,14 @@ def _partial(workdir: pathlib.Path, since: float = 0.0) -> list[str]:
     return [p.name for p in found if p.stat().st_mtime >= since]
 
 
-def _final(workdir: pathlib.Path):
-    last = _complete_steps(workdir)[-1]
-    return last, checkpoint.read_arrays(workdir / 'checkpoints' / str(last) / 'state')
-
-
 def _kill(proc, workdir: pathlib.Path, moment: str, rng: random.Random) -> None:
     """SIGKILLs ``proc`` at a random ``moment``: 'start-up', 'training' or 'mid-save'."""
-    launched, done = time.time(), _complete_steps(workdir)
+    launched, done = time.time(), saved_steps(workdir)
     deadline = time.monotonic() + (rng.uniform(0.5, 3.0) if moment == 'start-up' else 60)
     while proc.poll() is None and time.monotonic() < deadline:
         if moment == 'mid-save' and _partial(workdir, since=launched):
             break
-        if moment == 'training' and _complete_steps(workdir) != done:  # it is saving anew
+        if moment == 'training' and saved_steps(workdir) != done:  # it is saving anew
             time.sleep(rng.uniform(0.0, 1.5))
             break
         time.sleep(0.002)
@@ -50,6 +39,7 @@ def _kill(proc, workdir: pathlib.Path, moment: str, rng: random.Random) -> None:
     proc.wait()
 
 
+@pytest.mark.slow
 def test_random_kills_lose_only_unsaved_steps(tmp_path, data_dir):
     reference, run = tmp_path / 'reference', tmp_path / 'killed'
     run_smoke(reference, data_dir, *RUN)
@@ -57,7 +47,7 @@ def test_random_kills_lose_only_unsaved_steps(tmp_path, data_dir):
     kills = kills_mid_save = 0
     moments = ('mid-save', 'training', 'start-up', 'mid-save', 'training')
     for attempt, moment in enumerate(moments):
-        resume_from = (_complete_steps(run) or [None])[-1]
+        resume_from = (saved_steps(run) or [None])[-1]
         log = tmp_path / f'attempt{attempt}.log'
         with open(log, 'w') as err:
             proc = subprocess.Popen(
@@ -78,8 +68,8 @@ def test_random_kills_lose_only_unsaved_steps(tmp_path, data_dir):
 
     out = run_smoke(run, data_dir, *RUN)
     assert not _partial(run)
-    ref_step, ref_state = _final(reference)
-    step, state = _final(run)
+    ref_step, ref_state = final_state(reference)
+    step, state = final_state(run)
     assert step == ref_step == 24
     jax.tree.map(np.testing.assert_array_equal, state, ref_state)
     summary = json.loads((run / 'summary.json').read_text())
@@ -87,6 +77,5 @@ def test_random_kills_lose_only_unsaved_steps(tmp_path, data_dir):
         summary['test_accuracy']
         == json.loads((reference / 'summary.json').read_text())['test_accuracy']
     )
-    records = [json.loads(l) for l in (run / 'metrics.jsonl').read_text().splitlines()]
-    assert [r['step'] for r in records] == [6, 12, 18, 24]
+    assert [r['step'] for r in records(run)] == [6, 12, 18, 24]
     assert 'best valid' in out.stdout

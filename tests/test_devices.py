@@ -11,11 +11,9 @@ import pytest
 
 from flaxcnn import checkpoint
 
-from conftest import REPO, run_smoke, smoke_command
+from helpers import REPO, records as _records, run_smoke, smoke_command
 
-
-def _records(workdir):
-    return [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+pytestmark = pytest.mark.slow  # simulated devices and several processes, in subprocesses
 
 
 def _state(workdir, step):

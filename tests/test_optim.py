@@ -7,7 +7,7 @@ import pytest
 
 from flaxcnn import optim
 
-from conftest import load_config
+from helpers import load_config
 
 
 def _config(**schedule):

@@ -7,10 +7,12 @@ import sys
 
 import numpy as np
 import pytest
+from flax import nnx
 
-from flaxcnn import evaluation, sizes
+from flaxcnn import checkpoint, distributed, evaluation, optim, sizes, steps
+from flaxcnn.data import datasets
 
-from conftest import REPO
+from helpers import REPO
 
 
 def test_class_metrics_from_a_confusion_matrix():
@@ -77,16 +79,45 @@ def test_evaluate_command_reproduces_the_summary(smoke_run):
     assert f'accuracy {summary["test_accuracy"]:.2%}' in out.stdout
 
 
-def test_evaluate_names_a_workdir_without_a_run(tmp_path):
-    out = subprocess.run(
-        [sys.executable, '-m', 'flaxcnn.evaluate', f'--workdir={tmp_path}'],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+def test_loading_a_workdir_without_a_run_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f'No checkpoint in {tmp_path}'):
+        checkpoint.load_run(tmp_path)
+
+
+def test_load_run_restores_the_model_without_optimizer_state(smoke_run, data_dir, monkeypatch):
+    requested = []
+    restore = checkpoint.ocp.CheckpointManager.restore
+
+    def spy(self, step, args=None, **kwargs):
+        requested.append(set(args.state.item) if 'state' in args.keys() else None)
+        return restore(self, step, args=args, **kwargs)
+
+    def no_optimizer(config):
+        raise AssertionError('load_run built an optimizer')
+
+    monkeypatch.setattr(checkpoint.ocp.CheckpointManager, 'restore', spy)
+    monkeypatch.setattr(optim, 'create_optimizer', no_optimizer)
+    run = checkpoint.load_run(smoke_run)
+    assert requested == [None, {'params', 'batch_stats'}]  # the metadata, then the variables
+    monkeypatch.undo()
+    summary = json.loads((smoke_run / 'summary.json').read_text())
+    assert run.step == summary['best_step'] and run.config.model == 'mynet_v2'
+    assert run.config.dataset.data_dir == str(data_dir)  # the command-line override, saved
+    assert len(run.class_names) == 52 and run.meta['image_shape'] == [32, 32, 1]
+
+    # The same logits as the trained state restored whole, as the training loop restores it.
+    model = checkpoint.create_model(run.meta, rngs=nnx.Rngs(1))
+    _, eval_graphdef, state = steps.create_train_state(
+        model, optim.create_optimizer(run.config), seed=0
     )
-    assert out.returncode != 0
-    assert 'No checkpoint in' in out.stderr and str(tmp_path) in out.stderr
+    ckpts = checkpoint.Checkpoints(smoke_run)
+    state, _ = ckpts.restore(run.step, state)
+    ckpts.close()
+    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 1), np.uint8)
+    trained = steps.make_forward(eval_graphdef, mean=run.meta['mean'], std=run.meta['std'])
+    np.testing.assert_array_equal(
+        run.forward(run.variables, images), trained(steps.inference_variables(state), images)
+    )
 
 
 def test_sizes_row_and_chart(smoke_run, tmp_path):
@@ -141,11 +172,12 @@ def test_predictor_converts_images_like_the_training_pipeline(smoke_run, tmp_pat
     from PIL import Image
 
     from flaxcnn.predict import Predictor
-    from flaxcnn.trainer import Trainer
 
-    trainer = Trainer.from_workdir(smoke_run)
-    trainer.restore_best()
-    test = trainer.dataset.splits['test']
+    run = checkpoint.load_run(smoke_run)
+    dataset = datasets.load(run.config.dataset)
+    mesh = distributed.create_mesh()
+    evaluator = evaluation.Evaluator(run.config, dataset, run.forward, run.variables, mesh)
+    test = dataset.splits['test']
     paths = []
     for i in range(8):
         paths.append(tmp_path / f'{i}.png')
@@ -159,4 +191,4 @@ def test_predictor_converts_images_like_the_training_pipeline(smoke_run, tmp_pat
     probs = predictor.predict([test[i]['image'] for i in range(len(test))])
     labels = np.asarray([test[i]['label'] for i in range(len(test))])
     loss = -np.log(probs[np.arange(len(test)), labels]).mean()
-    np.testing.assert_allclose(trainer.evaluate('test')['loss'], loss, rtol=1e-4)
+    np.testing.assert_allclose(evaluator.run(run.model, 'test')['loss'], loss, rtol=1e-4)

@@ -1,23 +1,25 @@
-"""Orbax checkpoints: round trip, retention, overrides on resume, workdir guard, divergence."""
+"""Orbax checkpoints: round trip, retention, resume in sessions, workdir guard, divergence."""
 
-import json
 import pathlib
 import re
 import subprocess
 
 import jax
 import numpy as np
+import pytest
 from flax import nnx
 
-from flaxcnn import checkpoint, models, optim, steps
+from flaxcnn import checkpoint, models, optim, steps, training
 
-from conftest import REPO, run_smoke, smoke_command, tiny_train_state
-
-
-def _final_state(workdir: pathlib.Path):
-    ckpts = workdir / 'checkpoints'
-    last = max(int(p.name) for p in ckpts.iterdir() if p.name.isdigit())
-    return last, checkpoint.read_arrays(ckpts / str(last) / 'state')
+from helpers import (
+    REPO,
+    final_state,
+    records,
+    run_smoke,
+    saved_steps,
+    smoke_command,
+    tiny_train_state,
+)
 
 
 def test_checkpoint_round_trip(smoke_config, tmp_path):
@@ -62,49 +64,53 @@ def test_a_step_saved_mid_epoch_is_ranked_once_its_validation_score_arrives(smok
     ckpts.close()
 
 
-def test_resume_with_a_lower_learning_rate_and_more_epochs(tmp_path, data_dir):
-    run_smoke(tmp_path, data_dir, '--config.num_epochs=1')
-    run_smoke(tmp_path, data_dir, '--config.num_epochs=2', '--config.optimizer.lr=0.0001')
-    records = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
-    assert [r['step'] for r in records] == [6, 12]
-    assert records[0]['learning_rate'] == np.float32(0.002)
-    assert records[1]['learning_rate'] == np.float32(0.0001)
-    assert json.loads((tmp_path / 'summary.json').read_text())['steps'] == 12
+def test_a_run_in_two_sessions_equals_one_and_may_change_the_rate_on_resume(
+    smoke_config, smoke_run, tmp_path, capsys
+):
+    smoke_config.num_epochs = 1
+    training.train_and_evaluate(smoke_config, tmp_path)
+    smoke_config.num_epochs = 2  # the session-wide smoke run's config, from step 6 on
+    training.train_and_evaluate(smoke_config, tmp_path)
+    assert f'Resuming {tmp_path} from step 6.' in capsys.readouterr().err
+    one, two = records(smoke_run), records(tmp_path)
+    for key in ('train_loss', 'train_accuracy', 'valid_loss', 'valid_accuracy', 'learning_rate'):
+        assert [r[key] for r in two] == [r[key] for r in one], key  # bit for bit
+    jax.tree.map(np.testing.assert_array_equal, final_state(tmp_path), final_state(smoke_run))
+
+    smoke_config.num_epochs, smoke_config.optimizer.lr = 3, 0.0001
+    summary = training.train_and_evaluate(smoke_config, tmp_path)
+    assert [r['learning_rate'] for r in records(tmp_path)] == [np.float32(0.002)] * 2 + [
+        np.float32(0.0001)
+    ]
+    assert summary['steps'] == 18
 
 
-def test_workdir_of_another_model_is_refused(tmp_path, data_dir):
-    run_smoke(tmp_path, data_dir, '--config.num_epochs=1')
-    out = run_smoke(tmp_path, data_dir, '--config.model=mynet_v1', check=False)
-    assert out.returncode != 0
-    assert "holds a run with model='mynet_v2'" in out.stderr
+def test_workdir_of_another_model_is_refused(smoke_config, smoke_run):
+    smoke_config.model = 'mynet_v1'
+    with pytest.raises(ValueError, match="holds a run with model='mynet_v2'"):
+        training.train_and_evaluate(smoke_config, smoke_run)
 
 
-def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
-    out = run_smoke(
-        tmp_path,
-        data_dir,
-        '--config.optimizer.name=sgd',
-        '--config.optimizer.lr=0.01',
-        '--config.schedule.name=piecewise',
-        '--config.schedule.decay_epochs=(1,)',
-        '--config.schedule.decay_factor=1e35',  # from step 6 on the rate explodes
-        check=False,
-    )
-    assert out.returncode != 0
-    assert 'Training diverged: the loss at step 8 was not finite' in out.stderr
-    assert 'the last good checkpoint is step 6' in out.stderr
-    saved = sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit())
-    assert saved[-1] == 6
-    _, state = _final_state(tmp_path)
+def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(smoke_config, tmp_path):
+    smoke_config.optimizer.name = 'sgd'
+    smoke_config.optimizer.lr = 0.01
+    smoke_config.schedule.name = 'piecewise'
+    smoke_config.schedule.decay_epochs = (1,)
+    smoke_config.schedule.decay_factor = 1e35  # from step 6 on the rate explodes
+    with pytest.raises(FloatingPointError) as error:
+        training.train_and_evaluate(smoke_config, tmp_path)
+    assert 'Training diverged: the loss at step 8 was not finite' in str(error.value)
+    assert 'the last good checkpoint is step 6' in str(error.value)
+    assert saved_steps(tmp_path)[-1] == 6
+    _, state = final_state(tmp_path)
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(state))
 
 
-def test_unwritable_workdir_is_reported_before_training(tmp_path, data_dir):
+def test_unwritable_workdir_is_reported_before_training(smoke_config, tmp_path):
     blocker = tmp_path / 'file'
     blocker.write_text('not a folder')
-    out = run_smoke(blocker / 'run', data_dir, check=False)
-    assert out.returncode != 0
-    assert f'Cannot write to the workdir {blocker / "run"}' in out.stderr
+    with pytest.raises(PermissionError, match=f'Cannot write to the workdir {blocker / "run"}'):
+        training.train_and_evaluate(smoke_config, blocker / 'run')
 
 
 def _files(directory: pathlib.Path) -> dict[str, bytes]:
@@ -113,6 +119,7 @@ def _files(directory: pathlib.Path) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.slow
 def test_full_disk_at_a_save_is_reported_and_earlier_checkpoints_survive(tmp_path, data_dir):
     run_smoke(tmp_path, data_dir, '--config.num_epochs=1')
     saved = _files(tmp_path / 'checkpoints' / '6')
@@ -141,5 +148,4 @@ def test_full_disk_at_a_save_is_reported_and_earlier_checkpoints_survive(tmp_pat
         assert _files(tmp_path / 'checkpoints' / '6') == saved
 
     run_smoke(tmp_path, data_dir, '--config.num_epochs=2')  # with space again, it resumes
-    records = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
-    assert [r['step'] for r in records] == [6, 12]
+    assert [r['step'] for r in records(tmp_path)] == [6, 12]

@@ -1,0 +1,272 @@
+"""Training: ``train_and_evaluate(config, workdir)`` trains or resumes a run, then tests it."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import pathlib
+import resource
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+from flaxcnn import checkpoint, distributed, evaluation, malloc, models, ops, optim, steps
+from flaxcnn.clock import Clock
+from flaxcnn.data import datasets, pipeline
+from flaxcnn.metric_writers import MetricWriter
+
+# In-flight steps before the host waits: keeps the host clock (time budget, time-based
+# schedule) within a step of the device without stalling it.
+_MAX_STEPS_IN_FLIGHT = 2
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
+    """Trains ``config`` in ``workdir`` (resuming its run) until ``num_epochs`` or the time
+    budget, tests the best checkpoint; returns the summary (process 0 writes summary.json)."""
+    # ------------------------------------------------------------------ setup and mesh
+    distributed.initialize(config.distributed)
+    workdir, is_primary = pathlib.Path(workdir), distributed.is_primary()
+    checkpoint.check_writable(workdir)
+    start = time.perf_counter()
+    dataset = datasets.load(config.dataset)
+    dataset_seconds = time.perf_counter() - start
+    mesh = distributed.create_mesh()
+    distributed.check_divisible(
+        mesh, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size
+    )
+    ops.set_implementation(config.ops)
+
+    # ------------------------------------------------------------------ data
+    identity = checkpoint.run_identity(config, dataset)
+    mean, std, input_shape = identity['mean'], identity['std'], tuple(identity['image_shape'])
+    steps_per_epoch = len(dataset.splits['train']) // config.batch_size
+    total_steps = config.num_epochs * steps_per_epoch
+    train_data = train_dataset(
+        config, dataset, shard_index=jax.process_index(), num_shards=jax.process_count()
+    )
+
+    # ------------------------------------------------------------------ model and state
+    model = checkpoint.create_model(identity, rngs=nnx.Rngs(config.seed))
+    num_params = models.count_params(model)
+    tx = optim.create_optimizer(config)
+    schedule = optim.create_schedule(config, steps_per_epoch)
+    train_graphdef, eval_graphdef, state = steps.create_train_state(model, tx, config.seed)
+    state = jax.device_put(state, distributed.replicated(mesh))
+
+    # ------------------------------------------------------------------ restore
+    checkpoints = checkpoint.Checkpoints(workdir, max_to_keep=config.checkpoint.max_to_keep)
+    clock = Clock(config.time_budget_s, schedule_reads_seconds=schedule.clock == 'seconds')
+    step, best_valid_accuracy = 0, 0.0
+    if (latest := checkpoints.latest_step()) is not None:
+        checkpoint.check_identity(workdir, checkpoints.read_meta(latest), identity)
+        state, saved = checkpoints.restore(latest, state)
+        progress = saved['progress']
+        step, best_valid_accuracy = progress['step'], progress['best_valid_accuracy']
+        clock.load(progress)
+        if is_primary:
+            print(f'Resuming {workdir} from step {latest}.', file=sys.stderr, flush=True)
+    config_json = json.loads(config.to_json_best_effort())
+
+    def meta() -> dict[str, Any]:  # saved beside the state: identity, progress, config
+        now = {'step': step, **clock.save(), 'best_valid_accuracy': best_valid_accuracy}
+        return {**identity, 'progress': now, 'config': config_json}
+
+    # ------------------------------------------------------------------ compile
+    start = time.perf_counter()
+    forward = steps.make_forward(eval_graphdef, mean=mean, std=std)
+    variables = steps.inference_variables(state)
+    evaluator = evaluation.Evaluator(config, dataset, forward, variables, mesh, workdir / 'eval')
+    train_step = steps.make_train_step(train_graphdef, tx, schedule.fn, mean=mean, std=std)
+    train_step = (
+        distributed.jit_train_step(train_step, mesh)
+        .lower(
+            state,
+            distributed.batch_spec(mesh, config.batch_size, input_shape, with_mask=False),
+            jax.ShapeDtypeStruct((), jnp.float32),
+        )
+        .compile()
+    )
+    compile_seconds = time.perf_counter() - start
+    malloc.keep_freed_memory(train_step)
+
+    # ------------------------------------------------------------------ train loop
+    writer = MetricWriter(workdir, resume_step=step) if is_primary else None
+    clock.start()
+    step_seconds, images = 0.0, 0
+    batches = pipeline.train_batches(
+        train_data,
+        step,
+        num_workers=config.input.num_workers,
+        prefetch_batches=config.input.prefetch_batches,
+    )
+    spe, every = steps_per_epoch, config.checkpoint.every_steps
+    while step < total_steps and not clock.out_of_time():
+        epoch_start, first_step, epoch_end = time.perf_counter(), step, (step // spe + 1) * spe
+        sums, in_flight = None, collections.deque()
+        bar = _epoch_bar(step, spe, config.num_epochs, is_primary)
+        while step < epoch_end and (lr_clock := clock.before_step(step)) is not None:
+            batch = distributed.to_device(mesh, next(batches))
+            state, metrics = train_step(state, batch, np.float32(lr_clock))
+            sums = steps.accumulate(sums, metrics)
+            in_flight.append(metrics['loss'])
+            if len(in_flight) > _MAX_STEPS_IN_FLIGHT:
+                in_flight.popleft().block_until_ready()
+            step += 1
+            bar.update()
+            checkpoint_now = every and step % every == 0 and step % spe
+            if step % config.log_every_steps == 0 or checkpoint_now:
+                s = _fetch_finite(sums, checkpoints)
+                loss, acc = s['loss'] / s['count'], s['correct'] / s['count']
+                bar.set_postfix(loss=f'{loss:.4f}', acc=f'{acc:.4f}', refresh=False)
+            if checkpoint_now:
+                clock.record()
+                checkpoints.save(step, state, meta())
+        bar.close()
+        jax.block_until_ready(state)
+        if sums is None:  # the budget ran out before the epoch's first step
+            break
+        with clock.evaluating():  # validation counts as training time while the budget lasts
+            train_time = time.perf_counter() - epoch_start
+            s = _fetch_finite(sums, checkpoints)
+            valid = evaluator.run(state, 'validation')
+        step_seconds, images = step_seconds + train_time, images + int(s['count'])
+        best_valid_accuracy = max(best_valid_accuracy, valid['accuracy'])
+        checkpoints.save(step, state, meta(), valid_accuracy=valid['accuracy'])
+        if is_primary:
+            record = {
+                'epoch': step / spe,
+                'train_loss': float(s['loss'] / s['count']),
+                'train_accuracy': float(s['correct'] / s['count']),
+                'valid_loss': valid['loss'],
+                'valid_accuracy': valid['accuracy'],
+                'learning_rate': float(schedule.fn(clock.schedule_input(step))),
+                'images_per_second': (step - first_step) * config.batch_size / train_time,
+                'elapsed_seconds': clock.seconds,
+            }
+            writer.write(step, record)
+            tqdm.write(_epoch_line(record), file=sys.stderr)
+    stopped_by = 'epochs' if step >= total_steps else 'time_budget'
+    batches.close()
+    checkpoints.wait()
+
+    # ------------------------------------------------------------------ final test
+    if (best_step := checkpoints.best_step()) is not None:
+        state, _ = checkpoints.restore(best_step, state)
+    test = evaluator.run(state, 'test')
+    summary = {
+        'model': config.model,
+        'dataset': config.dataset.name,
+        'num_params': num_params,
+        'best_valid_accuracy': best_valid_accuracy,
+        'best_step': best_step,
+        'test_accuracy': test['accuracy'],
+        'test_loss': test['loss'],
+        'test_macro_recall': test['macro_recall'],
+        'epochs_completed': step / spe,
+        'steps': step,
+        'stopped_by': stopped_by,
+        'train_seconds': clock.stopped_at if stopped_by == 'time_budget' else clock.seconds,
+        'images_per_second': images / step_seconds if step_seconds else 0.0,
+        'compile_seconds': compile_seconds,
+        'dataset_seconds': dataset_seconds,
+        'dataset_prepare_seconds': dataset.prepare_seconds,
+        'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        'num_devices': mesh.devices.size,
+        'num_processes': jax.process_count(),
+    }
+    checkpoints.close()
+    if is_primary:
+        _write_json_atomic(workdir / 'summary.json', summary)
+        writer.close()
+        _print_summary(summary, workdir)
+    return summary
+
+
+def train_dataset(
+    config: ml_collections.ConfigDict,
+    dataset: datasets.Dataset,
+    *,
+    shard_index: int = 0,
+    num_shards: int = 1,
+):
+    """The endless training batches ``config`` asks for (``pipeline.train_dataset``), or with
+    ``num_shards`` processes, process ``shard_index``'s rows of each."""
+    return pipeline.train_dataset(
+        dataset.splits['train'],
+        batch_size=config.batch_size,
+        seed=config.seed,
+        rotation_degrees=config.input.rotation_degrees,
+        flip=config.input.flip,
+        center_crop=config.input.center_crop,
+        shard_index=shard_index,
+        num_shards=num_shards,
+    )
+
+
+def _epoch_bar(step: int, steps_per_epoch: int, num_epochs: int, is_primary: bool) -> tqdm:
+    """The progress bar of the epoch that ``step`` is in (shown by process 0 only)."""
+    epoch = step // steps_per_epoch
+    return tqdm(
+        total=steps_per_epoch,
+        initial=step - epoch * steps_per_epoch,
+        mininterval=1.0,
+        desc=f'epoch {epoch + 1}/{num_epochs}',
+        file=sys.stderr,
+        dynamic_ncols=True,
+        disable=not is_primary,
+    )
+
+
+def _epoch_line(record: dict[str, float]) -> str:
+    r = record
+    return (
+        f'epoch {r["epoch"]:.2f}: train loss {r["train_loss"]:.4f} acc {r["train_accuracy"]:.4f} '
+        f'| valid loss {r["valid_loss"]:.4f} acc {r["valid_accuracy"]:.4f}'
+    )
+
+
+def _fetch_finite(sums: dict, checkpoints: checkpoint.Checkpoints) -> dict:
+    """Metric sums on the host; stops training if a loss was NaN or infinite."""
+    s = jax.device_get(sums)
+    bad = int(s['first_nonfinite_step'])
+    if bad != steps.NO_STEP:
+        checkpoints.wait()
+        last = checkpoints.latest_step()
+        kept = (
+            f'the last good checkpoint is step {last} in {checkpoints.directory}; re-run '
+            'to resume from it, e.g. with a lower --config.optimizer.lr'
+            if last is not None
+            else 'no checkpoint had been saved yet'
+        )
+        raise FloatingPointError(
+            f'Training diverged: the loss at step {bad} was not finite. Nothing from that '
+            f'step on was saved: {kept}.'
+        )
+    return s
+
+
+def _write_json_atomic(path: pathlib.Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + '.tmp')
+    tmp.write_text(json.dumps(obj, indent=2) + '\n', encoding='utf-8')
+    os.replace(tmp, path)
+
+
+def _print_summary(summary: dict[str, Any], workdir: pathlib.Path) -> None:
+    s = summary
+    print(
+        f'{s["dataset"]} {s["model"]}: best valid {s["best_valid_accuracy"]:.2%}, test '
+        f'{s["test_accuracy"]:.2%}, {s["epochs_completed"]:.2f} epochs in '
+        f'{s["train_seconds"]:.0f} s ({s["stopped_by"]}), {s["images_per_second"]:,.0f} img/s, '
+        f'compile {s["compile_seconds"]:.1f} s, data {s["dataset_seconds"]:.1f} s, '
+        f'{s["num_devices"]} device(s) in {s["num_processes"]} process(es) -> '
+        f'{workdir / "summary.json"}',
+        flush=True,
+    )
