@@ -17,7 +17,7 @@ from typing import Any
 from flaxcnn import models
 from flaxcnn.convert import mit_proxylessnas, torchvision_resnet
 from flaxcnn.convert.files import WeightsError, read_state_dict, sha256
-from flaxcnn.convert.folder import load_model, read_metadata, write
+from flaxcnn.convert.folder import check_free, load_model, read_metadata, write
 from flaxcnn.convert.mapping import Layout, fill, model_size
 
 # flaxcnn model name -> the layout its pretrained files come in.
@@ -44,8 +44,7 @@ def import_weights(
             f'No pretrained-weights layout for model {model!r}; importable: '
             f'{", ".join(sorted(LAYOUTS))}.'
         )
-    if pathlib.Path(out).exists():
-        raise WeightsError(f'{out}: already exists; choose another --out or remove it first.')
+    check_free(out)  # before the conversion, which takes a while
     layout = LAYOUTS[model]
     tensors = read_state_dict(source)
     num_classes, in_channels = model_size(layout, tensors, source)

@@ -36,8 +36,7 @@ def write(out: str | pathlib.Path, model: nnx.Module, metadata: dict[str, Any]) 
     ``out`` either does not exist or is complete.
     """
     out = pathlib.Path(out).absolute()
-    if out.exists():
-        raise WeightsError(f'{out}: already exists; choose another --out or remove it first.')
+    check_free(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     _, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f'.{out.name}.', suffix='.tmp', dir=out.parent))
@@ -51,6 +50,12 @@ def write(out: str | pathlib.Path, model: nnx.Module, metadata: dict[str, Any]) 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+def check_free(out: str | pathlib.Path) -> None:
+    """Refuses an output folder that exists: an import never overwrites."""
+    if pathlib.Path(out).exists():
+        raise WeightsError(f'{out}: already exists; choose another --out or remove it first.')
 
 
 def read_metadata(directory: str | pathlib.Path) -> dict[str, Any]:
