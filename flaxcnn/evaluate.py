@@ -26,15 +26,15 @@ def main(argv) -> None:
     run = checkpoint.load_run(_WORKDIR.value)
     if _DATA_DIR.value:
         run.config.dataset.data_dir = _DATA_DIR.value
-    ops.set_implementation(run.config.ops)
     dataset = datasets.load(run.config.dataset)
     checkpoint.check_identity(run.workdir, run.meta, checkpoint.run_identity(run.config, dataset))
     mesh = distributed.create_mesh()
     distributed.check_divisible(mesh, eval_batch_size=run.config.eval_batch_size)
     report_dir = run.workdir / 'eval'
-    evaluator = evaluation.Evaluator(
-        run.config, dataset, run.forward, run.variables, mesh, report_dir
-    )
+    with ops.use(run.config.ops):  # the evaluator compiles its step here
+        evaluator = evaluation.Evaluator(
+            run.config, dataset, run.forward, run.variables, mesh, report_dir
+        )
     metrics = evaluator.run(run.model, _SPLIT.value)
     print(f'{"class":<24} {"precision":>9} {"recall":>9} {"support":>8}')
     for name, m in metrics['per_class'].items():

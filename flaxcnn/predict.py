@@ -31,7 +31,7 @@ class Predictor:
         self.stored_shape = run.meta['stored_image_shape']
         self.resize = run.config.dataset.get('resize', 'crop')
         self.center_crop = run.config.input.center_crop
-        ops.set_implementation(run.config.ops)
+        self._ops = run.config.ops
         forward, self._variables = run.forward, run.variables
 
         @jax.jit
@@ -55,7 +55,8 @@ class Predictor:
 
     def predict(self, images: list[np.ndarray]) -> np.ndarray:
         """Class probabilities, one row per ``load``-ed image."""
-        return np.asarray(self._probabilities(self._variables, np.stack(images)))
+        with ops.use(self._ops):  # jit traces on the first call
+            return np.asarray(self._probabilities(self._variables, np.stack(images)))
 
 
 def main(argv) -> None:

@@ -42,7 +42,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     distributed.check_divisible(
         mesh, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size
     )
-    ops.set_implementation(config.ops)
 
     # ------------------------------------------------------------------ data
     identity = checkpoint.run_identity(config, dataset)
@@ -83,17 +82,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     start = time.perf_counter()
     forward = steps.make_forward(eval_graphdef, mean=mean, std=std)
     variables = steps.inference_variables(state)
-    evaluator = evaluation.Evaluator(config, dataset, forward, variables, mesh, workdir / 'eval')
     train_step = steps.make_train_step(train_graphdef, tx, schedule.fn, mean=mean, std=std)
-    train_step = (
-        distributed.jit_train_step(train_step, mesh)
-        .lower(
-            state,
-            distributed.batch_spec(mesh, config.batch_size, input_shape, with_mask=False),
-            jax.ShapeDtypeStruct((), jnp.float32),
+    with ops.use(config.ops):  # both steps are traced and compiled here, ahead of time
+        evaluator = evaluation.Evaluator(
+            config, dataset, forward, variables, mesh, workdir / 'eval'
         )
-        .compile()
-    )
+        train_step = (
+            distributed.jit_train_step(train_step, mesh)
+            .lower(
+                state,
+                distributed.batch_spec(mesh, config.batch_size, input_shape, with_mask=False),
+                jax.ShapeDtypeStruct((), jnp.float32),
+            )
+            .compile()
+        )
     compile_seconds = time.perf_counter() - start
     malloc.keep_freed_memory(train_step)
 

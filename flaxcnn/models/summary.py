@@ -57,12 +57,8 @@ def summarize(model: nnx.Module, input_shape: Sequence[int]) -> list[Layer]:
             return traced(x)
 
     x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
-    previous = ops.implementation()
-    ops.set_implementation('plain')  # convs as convs, not as their fast reformulations
-    try:
+    with ops.use('plain'):  # convs as convs, not as their fast reformulations
         closed = jax.make_jaxpr(forward)(state, x)
-    finally:
-        ops.set_implementation(previous)
 
     macs = [0] * len(calls)
     _add_macs(closed.jaxpr, macs, enclosing=0)
