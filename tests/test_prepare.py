@@ -17,6 +17,7 @@ import time
 import ml_collections
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from PIL import Image
 
 from flaxcnn.config import from_file
@@ -179,7 +180,7 @@ def prepared_without_tensorflow(tmp_path_factory):
     return configs, identities
 
 
-def test_many_shards_without_tensorflow_every_image_once_in_file_order(
+def test_many_shards_without_tensorflow_every_image_once_in_stored_order(
     prepared_without_tensorflow,
 ):
     configs, identities = prepared_without_tensorflow
@@ -189,7 +190,7 @@ def test_many_shards_without_tensorflow_every_image_once_in_file_order(
     assert got == _split_identities(datasets.load(configs['in_process']))
     info = datasets.builder(configs['workers']).info
     assert info.splits['train'].num_shards == -(-(3 * 60 - 3 * 12) // 16) > 1
-    # Every good file exactly once; each split in the order of its files' keys.
+    # Every good file exactly once; each split in the stored order of its files' keys.
     splits, _ = folders.assign_splits(
         folders.scan_folder(info.metadata['source'], folders.Fruits360.LAYOUT),
         validation_fraction=0.2,
@@ -197,7 +198,8 @@ def test_many_shards_without_tensorflow_every_image_once_in_file_order(
         seed=0,
     )
     for split, samples in splits.items():
-        assert got[split] == [identities[s.key] for s in samples if s.key in identities]
+        stored = [samples[i] for i in sharded.stored_order([s.key for s in samples], split)]
+        assert got[split] == [identities[s.key] for s in stored if s.key in identities]
     assert sorted(itertools.chain(*got.values())) == sorted(identities.values())
     assert info.metadata['bad_files'] == 3 * 2
     train = np.stack([ds.splits['train'][i]['image'] for i in range(len(ds.splits['train']))])
@@ -318,3 +320,31 @@ def _alive(pid: int) -> bool:
         return False
     stat = pathlib.Path(f'/proc/{pid}/stat')
     return not (stat.exists() and stat.read_text().split(')')[-1].split()[0] == 'Z')
+
+
+class _Keys(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """TFDS's own shuffling writer, as every dataset was prepared before ``sharded``."""
+
+    VERSION = tfds.core.Version('1.0.0')
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self, features=tfds.features.FeaturesDict({'index': np.int64})
+        )
+
+    def _split_generators(self, dl_manager):
+        return {split: self._generate_examples(n) for split, n in (('train', 40), ('test', 7))}
+
+    def _generate_examples(self, n):
+        for index in range(n):
+            yield index, {'index': index}
+
+
+def test_records_keep_the_order_of_tfds_own_writer(tmp_path):
+    """Data prepared before ``sharded`` holds the same records at the same indices."""
+    builder = _Keys(data_dir=str(tmp_path), file_format='array_record')
+    builder.download_and_prepare()
+    for split, source in builder.as_data_source().items():
+        written = [int(source[i]['index']) for i in range(len(source))]
+        assert written == sharded.stored_order(range(len(source)), split)
+        assert written != sorted(written)

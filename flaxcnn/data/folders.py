@@ -30,8 +30,9 @@ Policies (all recorded in the prepared dataset's metadata):
   and listed as such in the report, never counted as bad.
 * Mean and std per channel of the written (post-resize) train split go into the metadata,
   counted while it is written (one pass over the images).
-* Writing (``sharded``): every split in file order, decoded on all cores and streamed to
-  ArrayRecord shards, so memory stays bounded whatever the dataset's size.
+* Writing (``sharded``): every split in ``sharded.stored_order`` of its files' keys, decoded
+  on all cores and streamed to ArrayRecord shards, so memory stays bounded whatever the
+  dataset's size.
 """
 
 from __future__ import annotations
@@ -288,10 +289,9 @@ class FolderConfig(tfds.core.BuilderConfig):
 class _FolderBuilder(sharded.ShardedBuilder, skip_registration=True):
     """Shared logic: scan, assign splits, decode on all cores, report bad files."""
 
-    VERSION = tfds.core.Version('1.1.0')
+    VERSION = tfds.core.Version('1.0.0')
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
         '1.0.0': 'First release.',
-        '1.1.0': 'Records in file order, written shard by shard (any size, no TensorFlow).',
     }
     LAYOUT: Layout
     DESCRIPTION: str
@@ -376,7 +376,8 @@ class _FolderBuilder(sharded.ShardedBuilder, skip_registration=True):
             source=str(scan.root), validation=validation, ignored_files=scan.ignored
         )
         return {
-            split: (len(files), self._examples(split, files)) for split, files in splits.items()
+            split: (len(files), self._examples(split, _in_stored_order(files, split)))
+            for split, files in splits.items()
         }
 
     def _examples(self, split: str, files: list[Sample]):
@@ -413,6 +414,10 @@ class _FolderBuilder(sharded.ShardedBuilder, skip_registration=True):
             )
         if split == 'train':
             self.info.metadata['mean'], self.info.metadata['std'] = histogram.mean_std()
+
+
+def _in_stored_order(files: list[Sample], split: str) -> list[Sample]:
+    return [files[i] for i in sharded.stored_order([f.key for f in files], split)]
 
 
 class Fruits360(_FolderBuilder):

@@ -2,8 +2,8 @@
 
 52 classes (see ``glyph_render.CLASS_NAMES``), uint8 grayscale images, splits
 train / validation / test. Rendering runs on all CPU cores and the records are written in
-index order (``sharded``); every sample is a pure function of (seed, split, index), so the
-files are identical whatever the number of workers. The train split's pixel mean and std are
+``sharded.stored_order`` of their indices; every sample is a pure function of (seed, split,
+index), so the files are identical whatever the number of workers. The train split's pixel mean and std are
 counted while it is written and stored in the dataset's metadata, beside the data.
 """
 
@@ -60,10 +60,9 @@ def _render(index: int, *, seed: int, split: str, image_size: int):
 class Glyphs(sharded.ShardedBuilder):
     """The 52-class glyph dataset."""
 
-    VERSION = tfds.core.Version('1.1.0')
+    VERSION = tfds.core.Version('1.0.0')
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
         '1.0.0': 'First release.',
-        '1.1.0': 'Records in index order, written shard by shard (any size, no TensorFlow).',
     }
     BUILDER_CONFIGS: ClassVar[list[GlyphsConfig]] = [GlyphsConfig()]
 
@@ -94,7 +93,8 @@ class Glyphs(sharded.ShardedBuilder):
         cfg = self.builder_config
         render = functools.partial(_render, seed=cfg.seed, split=split, image_size=cfg.image_size)
         histogram = sharded.PixelHistogram(channels=1)
-        for index, (image, label) in enumerate(self.map(render, range(num_examples))):
+        indices = sharded.stored_order(range(num_examples), split)
+        for index, (image, label) in zip(indices, self.map(render, indices)):
             image = image[..., None]
             if split == 'train':
                 histogram.add(image)

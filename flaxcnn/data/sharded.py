@@ -8,7 +8,13 @@ the same ArrayRecord files, ``dataset_info.json`` and ``.incomplete`` folder tha
 renames once everything is written. ``ShardedBuilder`` feeds it: each split is one ordered
 stream of examples computed by worker processes, cut into shards planned up front from the
 number of items, so no shard, and no part of the pipeline, holds more than a bounded number
-of images. The grain pipeline shuffles every epoch; the files keep the source order.
+of images.
+
+The records are written in ``stored_order``: the order TFDS's shuffling writer gave them
+(by a salted hash of each key, known before any image is decoded). So datasets prepared
+before this writer existed hold the same records at the same indices, runs on them reproduce
+bit for bit, and the classes are interleaved along the files. The grain pipeline still
+shuffles every epoch.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
+from tensorflow_datasets.core import hashing
 from tensorflow_datasets.core.utils import shard_utils
 
 # Image bytes per shard. TFDS's shard writer keeps one shard's examples in memory (it tees the
@@ -42,6 +49,13 @@ Example = dict[str, Any]
 # One split: its number of items and their (key, example) stream, in order. An item whose
 # example is None (a bad file) is counted but not written, so shards stay planned by item.
 SplitStream = tuple[int, Iterable[tuple[Key, Example | None]]]
+
+
+def stored_order(keys: Sequence[Key], split: str) -> list[int]:
+    """Positions of ``keys`` in the order TFDS's writer stores a split's examples: by the
+    md5 of the split name followed by the key (``tfds.core.hashing``)."""
+    hasher = hashing.Hasher(split)
+    return sorted(range(len(keys)), key=lambda i: hasher.hash_key(keys[i]))
 
 
 def worker_count() -> int:
