@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import REPO
+from helpers import REPO
 from flaxcnn import convert, ops
 from flaxcnn.checkpoint import read_arrays
 
