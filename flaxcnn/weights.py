@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
-from flaxcnn import convert
+from flaxcnn import cli, convert
 
 _MODEL = flags.DEFINE_enum('model', None, sorted(convert.LAYOUTS), 'flaxcnn model to fill.')
 _OUT = flags.DEFINE_string('out', None, 'Folder to create with the imported weights.')
@@ -27,10 +27,9 @@ USAGE = 'python -m flaxcnn.weights import SRC --model=NAME --out=DIR'
 
 
 def main(argv) -> None:
+    cli.start()
     if len(argv) != 3 or argv[1] != 'import':
         raise app.UsageError(f'Usage: {USAGE}')
-    if not flags.FLAGS['verbosity'].present:  # Orbax logs the save at INFO.
-        logging.set_verbosity(logging.WARNING)
     try:
         meta = convert.import_weights(
             argv[2], model=_MODEL.value, out=_OUT.value, image_size=_IMAGE_SIZE.value

@@ -8,9 +8,17 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 from flaxcnn.config import from_file
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def slow_case(*values):
+    """A parametrize case that only the full suite runs: one case per code path stays in the
+    fast subset (``-m "not slow"``), the edge cases and sizes around it are checked here."""
+    return pytest.param(*values, marks=pytest.mark.slow)
 
 
 def load_config(name: str):

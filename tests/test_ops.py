@@ -9,23 +9,26 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from helpers import slow_case
 from jax import lax
 
 from flaxcnn import models, ops
 from flaxcnn.models import layers
 from flaxcnn.models.proxylessnas import MBConvSpec
-from flaxcnn.ops import eigen
-from flaxcnn.ops import fusion_barrier
-from flaxcnn.ops import geometry
-from flaxcnn.ops import im2col
-from flaxcnn.ops import normalization
-from flaxcnn.ops import pointwise
-from flaxcnn.ops import pooling
-from flaxcnn.ops import routes
-from flaxcnn.ops import tap_sum
-from flaxcnn.ops import weight_grad
-from flaxcnn.ops import winograd
-from flaxcnn.ops import xla_conv
+from flaxcnn.ops import (
+    eigen,
+    fusion_barrier,
+    geometry,
+    im2col,
+    normalization,
+    pointwise,
+    pooling,
+    routes,
+    tap_sum,
+    weight_grad,
+    winograd,
+    xla_conv,
+)
 from flaxcnn.ops.xla_conv import NHWC
 
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -161,7 +164,7 @@ def _assert_conv_matches_lax(size, kernel, stride, pad, cin, cout, route):
 CONV_CASE = 'size,kernel,stride,pad,cin,cout'
 
 
-@pytest.mark.parametrize(CONV_CASE, [(23, 1, 2, 0, 6, 4), (9, 1, 1, 0, 20, 4)])
+@pytest.mark.parametrize(CONV_CASE, [(23, 1, 2, 0, 6, 4), slow_case(9, 1, 1, 0, 20, 4)])
 def test_pointwise(size, kernel, stride, pad, cin, cout):
     _assert_conv_matches_lax(size, kernel, stride, pad, cin, cout, pointwise.matmul_1x1)
 
@@ -170,9 +173,9 @@ def test_pointwise(size, kernel, stride, pad, cin, cout):
     CONV_CASE,
     [
         (6, 3, 1, 1, WINOGRAD, 8),
-        (9, 3, 1, 0, WINOGRAD, 4),
-        (9, 3, 1, 2, WINOGRAD, 4),  # output > input
-        (2, 3, 1, 1, WINOGRAD, 4),  # kernel > input
+        slow_case(9, 3, 1, 0, WINOGRAD, 4),
+        slow_case(9, 3, 1, 2, WINOGRAD, 4),  # output > input
+        slow_case(2, 3, 1, 1, WINOGRAD, 4),  # kernel > input
     ],
 )
 def test_winograd(size, kernel, stride, pad, cin, cout, every_conv_is_large):
@@ -183,11 +186,11 @@ def test_winograd(size, kernel, stride, pad, cin, cout, every_conv_is_large):
     CONV_CASE,
     [
         (12, 3, 1, 1, EIGEN, 8),
-        (7, 3, 1, 0, EIGEN, 8),
-        (11, 5, 1, 2, EIGEN + 3, 4),
-        (2, 3, 1, 1, EIGEN, 4),  # kernel > input
-        (12, 3, 1, 1, WINOGRAD - 1, 8),
-        (11, 5, 1, 2, WINOGRAD, 4),  # not 3x3: no Winograd
+        slow_case(7, 3, 1, 0, EIGEN, 8),
+        slow_case(11, 5, 1, 2, EIGEN + 3, 4),
+        slow_case(2, 3, 1, 1, EIGEN, 4),  # kernel > input
+        slow_case(12, 3, 1, 1, WINOGRAD - 1, 8),
+        slow_case(11, 5, 1, 2, WINOGRAD, 4),  # not 3x3: no Winograd
     ],
 )
 def test_eigen(size, kernel, stride, pad, cin, cout, every_conv_is_large):
@@ -196,7 +199,11 @@ def test_eigen(size, kernel, stride, pad, cin, cout, every_conv_is_large):
 
 @pytest.mark.parametrize(
     CONV_CASE,
-    [(12, 3, 1, 1, 3, 4), (9, 5, 1, 0, 1, 4), (2, 3, 1, 2, 3, 4)],  # last: output > input
+    [
+        (12, 3, 1, 1, 3, 4),
+        slow_case(9, 5, 1, 0, 1, 4),
+        slow_case(2, 3, 1, 2, 3, 4),
+    ],  # last: output > input
 )
 def test_tap_sum(size, kernel, stride, pad, cin, cout):
     _assert_conv_matches_lax(size, kernel, stride, pad, cin, cout, tap_sum.tap_sum_conv)
@@ -206,8 +213,8 @@ def test_tap_sum(size, kernel, stride, pad, cin, cout):
     CONV_CASE,
     [
         (23, 3, 2, 1, PIXEL_MAJOR, routes.MIN_IM2COL_OUTPUTS),
-        (10, 3, 2, 1, 20, 64),
-        (11, 5, 3, 2, 17, 64),
+        slow_case(10, 3, 2, 1, 20, 64),
+        slow_case(11, 5, 3, 2, 17, 64),
     ],
 )
 def test_im2col(size, kernel, stride, pad, cin, cout):
@@ -219,15 +226,15 @@ def test_im2col(size, kernel, stride, pad, cin, cout):
     [
         # below PIXEL_MAJOR_CHANNELS: channel-major tap rows
         (90, 7, 2, 3, 1, 4),
-        (23, 3, 2, 1, 6, 4),
-        (12, 3, 1, 1, 6, 4),
-        (11, 5, 3, 2, 6, 4),
-        (12, 3, 1, 1, EIGEN - 1, 8),
+        slow_case(23, 3, 2, 1, 6, 4),
+        slow_case(12, 3, 1, 1, 6, 4),
+        slow_case(11, 5, 3, 2, 6, 4),
+        slow_case(12, 3, 1, 1, EIGEN - 1, 8),
         # per-tap matmuls (stride 1: the Eigen weight gradient)
         (12, 3, 2, 1, routes.MAX_IM2COL_CHANNELS, 8),
-        (10, 3, 2, 1, PIXEL_MAJOR, 8),
-        (11, 5, 3, 2, 20, 4),
-        (9, 3, 1, 2, EIGEN, 8),  # output > input: not the Eigen route
+        slow_case(10, 3, 2, 1, PIXEL_MAJOR, 8),
+        slow_case(11, 5, 3, 2, 20, 4),
+        slow_case(9, 3, 1, 2, EIGEN, 8),  # output > input: not the Eigen route
         (8, 3, 2, 1, WIDE, WIDE),  # wide: g^T @ tap
     ],
 )
@@ -274,7 +281,8 @@ def test_eigen_route_convs_stay_out_of_ynnpack(every_conv_is_large):
 
 
 @pytest.mark.parametrize(
-    'size,kernel,stride', [(12, 3, 1), (12, 3, 2), (11, 5, 2), (9, 7, 1), (10, 7, 2)]
+    'size,kernel,stride',
+    [slow_case(12, 3, 1), (12, 3, 2), slow_case(11, 5, 2), slow_case(9, 7, 1), slow_case(10, 7, 2)],
 )
 def test_depthwise_conv_matches_grouped_lax_conv_with_gradients(size, kernel, stride):
     kx, kw = jax.random.split(jax.random.key(0))
@@ -322,10 +330,22 @@ def _plain_max_pool(x, window, stride, padding):
 
 
 @pytest.mark.parametrize(
-    'size,window,stride,padding',
-    [(45, 3, 2, 1), (23, 3, 2, 1), (8, 2, 2, 0), (7, 3, 1, 1), (9, 3, 2, 0), (10, 3, 3, 1)],
+    'size,window,stride,padding,ties',
+    [
+        (23, 3, 2, 1, True),  # overlapping windows, tied maxima
+        (8, 2, 2, 0, False),  # disjoint windows
+        slow_case(45, 3, 2, 1, False),
+        slow_case(45, 3, 2, 1, True),
+        slow_case(23, 3, 2, 1, False),
+        slow_case(8, 2, 2, 0, True),
+        slow_case(7, 3, 1, 1, False),
+        slow_case(7, 3, 1, 1, True),
+        slow_case(9, 3, 2, 0, False),
+        slow_case(9, 3, 2, 0, True),
+        slow_case(10, 3, 3, 1, False),
+        slow_case(10, 3, 3, 1, True),
+    ],
 )
-@pytest.mark.parametrize('ties', [False, True])
 def test_max_pool_matches_reduce_window(size, window, stride, padding, ties):
     x = jax.random.normal(jax.random.key(0), (3, size, size + 1, 5))
     if ties:  # few distinct values: many windows hold several equal maxima
@@ -387,7 +407,7 @@ def test_fusion_barrier_takes_a_pytree():
 # --- normalization --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize('shape', [(4, 9, 8, 6), (2, 1, 1, 3), (3, 5, 5, 1)])
+@pytest.mark.parametrize('shape', [(4, 9, 8, 6), slow_case((2, 1, 1, 3)), slow_case((3, 5, 5, 1))])
 def test_batch_norm_matches_nnx_with_gradients(shape):
     kx, ks, kb, kg = jax.random.split(jax.random.key(0), 4)
     x = 3 * jax.random.normal(kx, shape) + 1
@@ -453,7 +473,14 @@ SMALL_PROXYLESS = {
 
 
 @pytest.mark.parametrize(
-    'name', ['mynet_v1', 'mynet_v2', 'basic_cnn', 'resnet_lite_11', 'proxylessnas_gpu']
+    'name',
+    [
+        'basic_cnn',  # the stem's tap sum, Eigen route and weight gradients, max-pools
+        *(
+            slow_case(name)
+            for name in ('mynet_v1', 'mynet_v2', 'resnet_lite_11', 'proxylessnas_gpu')
+        ),
+    ],
 )
 def test_whole_model_loss_and_gradients_equal_plain(name, every_conv_is_large):
     kwargs = {'mynet_v2': {'widths': (8, 16, 32)}, 'proxylessnas_gpu': SMALL_PROXYLESS}

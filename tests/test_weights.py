@@ -151,6 +151,7 @@ def test_proxylessnas_matches_mit_han_lab_logits(
     _assert_close(_logits(model, _images(torch)), reference)
 
 
+@pytest.mark.slow  # a subprocess of the command
 def test_command_imports_safetensors_without_torch(resnet50_files, resnet50_imported, tmp_path):
     folder, _ = resnet50_files
     source = folder / 'resnet50.safetensors'
