@@ -7,6 +7,7 @@ Every trial is an ordinary run under ``<workdir>/trials/``; Optuna's database is
 
 from __future__ import annotations
 
+import os
 import pathlib
 import sys
 
@@ -46,7 +47,9 @@ def main(argv) -> None:
     else:
         raise app.UsageError('Give --study=FILE to run a study, or --workdir=DIR --report.')
     try:
-        if not _REPORT.value:
+        if _REPORT.value:  # checkpoints are read on the CPU: trials may be using the GPUs
+            os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+        else:
             if not study_file:
                 raise app.UsageError('--study=FILE is required unless --report is given.')
             spec = Study.load(_STUDY.value, name=pathlib.Path(study_file).stem)

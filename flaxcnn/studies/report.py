@@ -223,7 +223,7 @@ def _grid(record: dict, rows: list[dict], x: str, y: str) -> bytes:
     xs, ys = sorted({r[x] for r in rows}), sorted({r[y] for r in rows})
     fig = Figure(figsize=(1.4 * len(xs) + 3, 1.0 * len(ys) + 2.5))
     ax = fig.add_subplot()
-    if len(xs) * len(ys) <= 144:
+    if len(xs) * len(ys) <= len(rows):  # the points form a grid
         cells = [
             [
                 _mean_or_nan([r['best_valid_accuracy'] for r in done if r[x] == a and r[y] == b])
@@ -242,6 +242,10 @@ def _grid(record: dict, rows: list[dict], x: str, y: str) -> bytes:
         image = ax.scatter(
             [r[x] for r in done], [r[y] for r in done], c=[r['best_valid_accuracy'] for r in done]
         )
+        if xs[0] > 0 and xs[-1] >= 10 * xs[0]:
+            ax.set_xscale('log')
+        if ys[0] > 0 and ys[-1] >= 10 * ys[0]:
+            ax.set_yscale('log')
     fig.colorbar(image, ax=ax, label='best validation accuracy')
     ax.set_xlabel(x)
     ax.set_ylabel(y)

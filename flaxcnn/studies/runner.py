@@ -48,7 +48,7 @@ def write_atomic(path: pathlib.Path, data: str | bytes) -> None:
 
 
 def storage_url(workdir: pathlib.Path) -> str:
-    """The study's Optuna storage, which ``optuna-dashboard <workdir>/study.db`` also opens."""
+    """The study's Optuna storage; ``optuna-dashboard sqlite:///<workdir>/study.db`` opens it."""
     return f'sqlite:///{(workdir / "study.db").absolute()}'
 
 
@@ -145,7 +145,7 @@ def sampler(spec: Study, num_trials_so_far: int) -> optuna.samplers.BaseSampler:
     seed = spec.sampler_seed + num_trials_so_far
     if spec.sampler == 'random':
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+    return optuna.samplers.TPESampler(n_startup_trials=spec.startup_trials, seed=seed)
 
 
 def pruner(spec: Study) -> optuna.pruners.BasePruner:

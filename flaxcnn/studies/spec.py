@@ -60,11 +60,12 @@ def default_study() -> ml_collections.ConfigDict:
     study.time_budget_s = placeholder(float)
     study.seeds = 1  # runs per point, with config.seed, config.seed + 1, ...
     study.grid = ml_collections.ConfigDict()  # field -> tuple of values; every combination
-    study.variants = ml_collections.ConfigDict()  # name -> experiment fields; crossed with grid
+    study.variants = ml_collections.ConfigDict()  # name (no dots) -> fields; crossed with grid
     study.search = ml_collections.ConfigDict()
     study.search.space = ml_collections.ConfigDict()  # field -> log_uniform(...), choice(...)...
     study.search.sampler = 'tpe'  # tpe | random
     study.search.num_trials = 0  # may grow between runs of the same study
+    study.search.startup_trials = 5  # tpe: random trials before it models the results
     study.sampler_seed = 0  # fixes the order of grid points and the search's samples
     study.pruning = ml_collections.ConfigDict()
     study.pruning.enabled = False  # Optuna's MedianPruner on the first seed's validation accuracy
@@ -169,6 +170,7 @@ class Study:
     seeds: tuple[int, ...]  # config.seed of each run of a point
     pruning: ml_collections.ConfigDict
     sampler_seed: int
+    startup_trials: int  # tpe's random trials first
     identity: dict[str, Any]  # what a resumed study must match (hashed into ``digest``)
 
     @classmethod
@@ -261,6 +263,7 @@ class Study:
             seeds=tuple(checked.seed + k for k in range(study.seeds)),
             pruning=pruning,
             sampler_seed=study.sampler_seed,
+            startup_trials=study.search.startup_trials,
             identity=identity,
         )
 
@@ -303,7 +306,7 @@ def _with_defaults(study: ml_collections.ConfigDict) -> ml_collections.ConfigDic
                 f'{", ".join(sorted(default.keys()))}.'
             )
         with given.unlocked():
-            for key in default.keys():
+            for key in default:
                 if key not in given:
                     given[key] = default[key]
     return study
