@@ -11,9 +11,10 @@ import os
 import pathlib
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
+from flaxcnn import cli
 from flaxcnn.studies import report, runner
 from flaxcnn.studies.spec import Study, StudyError
 
@@ -35,10 +36,9 @@ _REPORT = flags.DEFINE_bool(
 
 
 def main(argv) -> None:
+    cli.start()
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-    if not flags.FLAGS['verbosity'].present:  # Orbax logs every checkpoint read at INFO.
-        logging.set_verbosity(logging.WARNING)
     study_file = config_flags.get_config_filename(flags.FLAGS['study'])
     if _WORKDIR.value:
         workdir = pathlib.Path(_WORKDIR.value)
