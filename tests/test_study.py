@@ -110,6 +110,7 @@ def finished_study(tmp_path_factory, data_dir) -> pathlib.Path:
     return workdir
 
 
+@pytest.mark.slow  # a real study: three training subprocesses
 def test_every_variant_runs_once_below_median_is_pruned_and_failure_is_kept(finished_study):
     trials = {t.params['variant']: t for t in load_trials(finished_study)}
     assert sorted(trials) == ['broken', 'frozen', 'learns']  # every point, once
@@ -131,6 +132,7 @@ def test_every_variant_runs_once_below_median_is_pruned_and_failure_is_kept(fini
     assert trial_config.optimizer.lr == GOOD and trial_config.num_epochs == 3
 
 
+@pytest.mark.slow  # a real study: three training subprocesses
 def test_report_lists_every_trial_with_its_state(finished_study):
     out = finished_study / 'report'
     for name in ('leaderboard.md', 'leaderboard.csv', 'curves.png', 'effects.png', 'report.html'):
@@ -149,6 +151,7 @@ def test_report_lists_every_trial_with_its_state(finished_study):
     assert markdown.count('\n') == 2 + len(rows) and '| complete |' in markdown
 
 
+@pytest.mark.slow  # a real study: three training subprocesses
 def test_report_html_renders_in_chromium(finished_study):
     browser = shutil.which('chromium') or shutil.which('chromium-browser')
     if browser is None:
