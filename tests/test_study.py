@@ -23,7 +23,7 @@ from flaxcnn.studies.spec import Study, StudyError, choice, default_study, log_u
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMOKE_STUDY = REPO / 'configs' / 'studies' / 'smoke.py'
-GOOD, FROZEN = 0.003, 0.0  # learning rates: one learns, one stays at chance (pruned)
+GOOD, FROZEN = 0.003, 1e-12  # learning rates: one learns, one stays at chance (pruned)
 
 
 def smoke_study(data_dir, **fields) -> ml_collections.ConfigDict:
