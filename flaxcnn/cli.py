@@ -92,6 +92,12 @@ def _silence_tensorflow_banner() -> None:
 
 def run(main: Callable[[list[str]], None]) -> None:
     """``absl.app.run(main)`` with user errors reported in one line (see the module docstring)."""
+    app.run(report_errors(main), flags_parser=_parse_flags)
+
+
+def report_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
+    """``main`` ending a user error (``USAGE_ERRORS``, ``RUN_ERRORS``) in ``error: <message>``
+    and its exit status; other exceptions pass through."""
 
     def reporting_main(argv: list[str]) -> None:
         try:
@@ -101,7 +107,7 @@ def run(main: Callable[[list[str]], None]) -> None:
         except RUN_ERRORS as e:
             _fail(e, 1)
 
-    app.run(reporting_main, flags_parser=_parse_flags)
+    return reporting_main
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
