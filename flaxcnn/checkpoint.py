@@ -175,7 +175,9 @@ class Checkpoints:
                 continue
             if self.set_aside:
                 which = 'newest' if newest else 'best'
-                print(f'Continuing from step {step}, the {which} intact checkpoint.', file=sys.stderr)
+                print(
+                    f'Continuing from step {step}, the {which} intact checkpoint.', file=sys.stderr
+                )
             return step, result
         if self.set_aside:
             raise NoIntactCheckpointError(

@@ -170,7 +170,7 @@ RULES: dict[str, Rule] = {
     'num_epochs': positive_int(),
     'time_budget_s': non_negative(),
     'optimizer.name': one_of(_optimizers),
-    'optimizer.lr': positive(),
+    'optimizer.lr': non_negative(),  # 0 = frozen weights: a chance-level baseline in studies
     'optimizer.momentum': unit_interval(),
     'optimizer.weight_decay': non_negative(),
     'schedule.name': one_of(_schedules),
@@ -179,7 +179,7 @@ RULES: dict[str, Rule] = {
         lambda v: isinstance(v, (tuple, list)) and all(_number(e) and e > 0 for e in v),
         'a sequence of epochs > 0',
     ),
-    'schedule.decay_factor': fraction(),
+    'schedule.decay_factor': positive(),
     'checkpoint.every_steps': non_negative_int(),
     'checkpoint.max_to_keep': positive_int(),
     'log_every_steps': positive_int(),

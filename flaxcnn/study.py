@@ -54,5 +54,6 @@ def main(argv) -> None:
         runner.run(spec, workdir, _PARALLEL.value)
     print(f'report -> {report.write(workdir)}', flush=True)  # a StudyError ends in cli.run
 
+
 if __name__ == '__main__':
     cli.run(main)
