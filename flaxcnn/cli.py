@@ -47,6 +47,7 @@ QUIET = (
     ('absl', 'Using custom data configuration'),  # TFDS, for every non-registered config
     ('absl', 'Metadata file does not exist'),  # Orbax, about a file it no longer writes
     ('absl', 'Given directory is read only'),  # Orbax, for load_run's read-only manager
+    ('absl', 'Failed to get item metadata'),  # Orbax, at a damaged checkpoint (we say which)
 )
 
 
@@ -79,6 +80,21 @@ def start(verbosity: int = logging.WARNING) -> None:
         if not any(isinstance(f, _QuietFilter) for f in logger.filters):
             logger.addFilter(_QuietFilter([fragment for n, fragment in QUIET if n == name]))
     _silence_tensorflow_banner()
+    if not isinstance(sys.unraisablehook, _QuietUnraisableHook):
+        sys.unraisablehook = _QuietUnraisableHook(sys.unraisablehook)
+
+
+class _QuietUnraisableHook:
+    """Drops the 'Event loop is closed' errors TensorStore's callbacks raise after Orbax gave
+    up reading a damaged checkpoint (the read's own error is reported)."""
+
+    def __init__(self, hook):
+        self.hook = hook
+
+    def __call__(self, unraisable) -> None:
+        error = unraisable.exc_value
+        if not (isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'):
+            self.hook(unraisable)
 
 
 def _silence_tensorflow_banner() -> None:

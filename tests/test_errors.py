@@ -178,43 +178,40 @@ def _case(id, command, fragment, status, *, slow=True):
     return pytest.param(command, fragment, status, id=id, marks=[pytest.mark.slow] if slow else [])
 
 
-CATALOGUE = [
-    _case(
+# (id, override of the smoke config, message fragment): usage errors, exit status 2
+BAD_CONFIGS = [
+    (
         'config-batch_size=0',
-        lambda t, r, d: _train(t, d, '--config.batch_size=0'),
+        '--config.batch_size=0',
         'error: config.batch_size=0 is not allowed: expected an integer > 0',
-        2,
-        slow=False,
     ),
-    _case(
+    (
         'config-lr=-1',
-        lambda t, r, d: _train(t, d, '--config.optimizer.lr=-1'),
+        '--config.optimizer.lr=-1',
         'error: config.optimizer.lr=-1.0 is not allowed: expected a number >= 0',
-        2,
     ),
-    _case(
+    (
         'config-unknown-field',
-        lambda t, r, d: _train(t, d, '--config.optimizer.betas=1'),
+        '--config.optimizer.betas=1',
         "error: --config.optimizer.betas: the config has no field 'betas'",
-        2,
     ),
-    _case(
+    (
         'config-unknown-model',
-        lambda t, r, d: _train(t, d, '--config.model=mynet_v3'),
+        '--config.model=mynet_v3',
         "error: config.model='mynet_v3' is not allowed: expected one of 'basic_cnn'",
-        2,
     ),
-    _case(
+    (
         'config-unknown-optimizer',
-        lambda t, r, d: _train(t, d, '--config.optimizer.name=rmsprop'),
+        '--config.optimizer.name=rmsprop',
         "error: config.optimizer.name='rmsprop' is not allowed",
-        2,
     ),
-    _case(
-        'config-bad-flag-value',
-        lambda t, r, d: _train(t, d, '--config.batch_size=abc'),
-        'error: flag --config.batch_size=abc',
-        2,
+    ('config-bad-flag-value', '--config.batch_size=abc', 'error: flag --config.batch_size=abc'),
+]
+
+CATALOGUE = [
+    *(
+        _case(id, lambda t, r, d, o=override: _train(t, d, o), fragment, 2, slow=i > 0)
+        for i, (id, override, fragment) in enumerate(BAD_CONFIGS)
     ),
     _case(
         'data-missing-folder',
