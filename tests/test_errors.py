@@ -74,7 +74,7 @@ def _damage_meta(step_dir: pathlib.Path) -> None:
 def _damage_array(step_dir: pathlib.Path) -> None:
     """Every array data file of the OCDBT store truncated (a reader of the params alone rightly
     ignores damage to the optimizer state's, so every file is hit)."""
-    for path in (step_dir / 'state' / 'ocdbt.process_0' / 'd').iterdir():
+    for path in (step_dir / 'state').glob('**/d/*'):  # the process's store and the merged one
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
