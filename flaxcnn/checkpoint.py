@@ -4,15 +4,17 @@ A checkpoint holds the ``TrainState`` (params, batch statistics, optimizer state
 RNG key) and a JSON ``meta`` item: model and dataset identity, class list, normalization,
 the data position (the next batch index, equal to the step), run counters and the config.
 Orbax writes each checkpoint to a temporary folder and renames it when complete, so a crash
-or kill never leaves a checkpoint that a restart would read half-written.
+or kill never leaves a checkpoint that a restart would read half-written. A checkpoint damaged
+later (a bad copy, a failing disk) is set aside under ``<workdir>/damaged_checkpoints/`` when
+read, never deleted, and the newest intact one is read instead (``Checkpoints.read_intact``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import pathlib
+import sys
 import tempfile
 from typing import Any, Callable
 
@@ -28,15 +30,15 @@ from flaxcnn.steps import TrainState
 
 VALID_METRIC = 'valid_accuracy'
 IDENTITY_KEYS = ('model', 'model_kwargs', 'dataset', 'class_names', 'image_shape', 'mean', 'std')
+DAMAGED_DIR = 'damaged_checkpoints'  # beside checkpoints/, where Orbax never looks
 
 
-class MidEpochSaveFilter(logging.Filter):
-    """Drops Orbax's warning for saves without metrics: mid-epoch checkpoints have none by
-    design (they are never candidates for best), so it would repeat at every one of them.
-    Installed by ``cli.start``."""
+class RunMismatchError(ValueError):
+    """A workdir's checkpoints belong to another run than the config describes."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        return 'did not provide metrics' not in record.getMessage()
+
+class NoIntactCheckpointError(FileNotFoundError):
+    """Every checkpoint of a run was damaged (and has been set aside)."""
 
 
 def check_writable(workdir: pathlib.Path) -> None:
@@ -101,7 +103,7 @@ def check_identity(workdir: pathlib.Path, saved: dict[str, Any], expected: dict[
     """Raises unless a checkpoint's metadata ``saved`` is of the run ``expected`` describes."""
     for key in IDENTITY_KEYS:
         if json.dumps(saved.get(key), sort_keys=True) != json.dumps(expected[key], sort_keys=True):
-            raise ValueError(
+            raise RunMismatchError(
                 f'{workdir} holds a run with {key}={saved.get(key)!r}, but the config asks for '
                 f'{key}={expected[key]!r}. Use another --workdir, or the same {key} to resume '
                 '(the learning rate, schedule and epoch count may change on resume).'
@@ -121,8 +123,13 @@ def read_arrays(state_dir: str | pathlib.Path) -> Any:
 class Checkpoints:
     """The run's ``CheckpointManager`` under ``<workdir>/checkpoints``."""
 
-    def __init__(self, workdir: str | pathlib.Path, *, max_to_keep: int = 2):
+    def __init__(
+        self, workdir: str | pathlib.Path, *, max_to_keep: int = 2, read_only: bool = False
+    ):
+        """``read_only`` for readers of a run: they create nothing and leave the temporary
+        folders of a run that may be saving alone."""
         self.directory = pathlib.Path(workdir).absolute() / 'checkpoints'
+        self.set_aside: list[pathlib.Path] = []  # damaged checkpoints moved away, this session
         policy = pp.AnyPreservationPolicy(
             [
                 pp.LatestN(n=max_to_keep),
@@ -139,10 +146,73 @@ class Checkpoints:
                 preservation_policy=policy,
                 best_fn=lambda m: m[VALID_METRIC],
                 best_mode='max',
-                create=True,
-                cleanup_tmp_directories=True,  # left by a run killed while saving
+                create=not read_only,
+                cleanup_tmp_directories=not read_only,  # left by a run killed while saving
+                read_only=read_only,
+                save_interval_steps=0 if read_only else 1,
             ),
             item_names=('state', 'meta'),
+        )
+
+    def read_intact(
+        self, read: Callable[[int], Any], *, newest: bool = False
+    ) -> tuple[int | None, Any]:
+        """``(step, read(step))`` of the best checkpoint (the latest with ``newest``) that
+        ``read`` succeeds on.
+
+        A checkpoint ``read`` fails on is damaged if its files cannot be read back on their own
+        (``verify``): it is set aside and the next one tried, saying so on stderr. Any other
+        failure (a mismatched run, a bug) is raised as it is. Raises ``NoIntactCheckpointError``
+        when none is left; ``(None, None)`` when there was none.
+        """
+        while (step := self.latest_step() if newest else self.best_step()) is not None:
+            try:
+                result = read(step)
+            except Exception:
+                if (damage := self.verify(step)) is None:
+                    raise
+                self._set_aside(step, damage)
+                continue
+            if self.set_aside:
+                which = 'newest' if newest else 'best'
+                print(
+                    f'Continuing from step {step}, the {which} intact checkpoint.', file=sys.stderr
+                )
+            return step, result
+        if self.set_aside:
+            raise NoIntactCheckpointError(
+                f'No intact checkpoint is left in {self.directory}: the damaged ones are set aside '
+                f'in {self.set_aside[0].parent}. To start over, re-run the training command with '
+                'this --workdir (it starts from step 0) or another one.'
+            )
+        return None, None
+
+    def verify(self, step: int) -> str | None:
+        """Why checkpoint ``step`` cannot be read back (any file missing, truncated or garbled),
+        or None if its state and metadata read back whole."""
+        path = self.directory / str(step)
+        try:
+            json.loads((path / 'meta' / 'metadata').read_text(encoding='utf-8'))
+            read_arrays(path / 'state')
+        except Exception as e:  # Orbax and TensorStore raise many types for bad files
+            first_line = (str(e).splitlines() or [''])[0].split(' See full TensorStore')[0]
+            return f'{type(e).__name__}: {first_line[:200]}'
+        return None
+
+    def _set_aside(self, step: int, damage: str) -> None:
+        """Moves damaged checkpoint ``step`` out of the manager's sight (never deletes it)."""
+        source = self.directory / str(step)
+        target_dir = self.directory.parent / DAMAGED_DIR
+        target_dir.mkdir(exist_ok=True)
+        target, n = target_dir / str(step), 1
+        while target.exists():
+            target, n = target_dir / f'{step}-{n}', n + 1
+        source.rename(target)
+        self.set_aside.append(target)
+        self.manager.reload()
+        print(
+            f'Checkpoint step {step} at {source} cannot be read ({damage}); set aside as {target}.',
+            file=sys.stderr,
         )
 
     def latest_step(self) -> int | None:
@@ -263,6 +333,10 @@ class Run:
         )
 
 
+def _not_a_run(workdir: pathlib.Path) -> FileNotFoundError:
+    return FileNotFoundError(f'No checkpoint in {workdir / "checkpoints"}: is {workdir} a run?')
+
+
 def load_run(workdir: str | pathlib.Path, step: int | None = None) -> Run:
     """The run in ``workdir`` at ``step`` (default: its best checkpoint), without an optimizer.
 
@@ -270,17 +344,25 @@ def load_run(workdir: str | pathlib.Path, step: int | None = None) -> Run:
     checkpoint's params and batch statistics.
     """
     workdir = pathlib.Path(workdir)
-    ckpts = Checkpoints(workdir)
-    try:
-        step = ckpts.best_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f'No checkpoint in {ckpts.directory}: is {workdir} a run?')
+    if not (workdir / 'checkpoints').is_dir():
+        raise _not_a_run(workdir)
+    ckpts = Checkpoints(workdir, read_only=True)
+
+    def read(step: int):
         meta = ckpts.read_meta(step)
         abstract = nnx.eval_shape(lambda: create_model(meta, rngs=nnx.Rngs(0)))
         abstract.eval()
         graphdef, params, batch_stats = nnx.split(abstract, nnx.Param, nnx.BatchStat)
-        params, batch_stats = ckpts.restore_variables(step, params, batch_stats)
+        return meta, nnx.merge(graphdef, *ckpts.restore_variables(step, params, batch_stats))
+
+    try:
+        if step is None:  # the best intact one
+            step, found = ckpts.read_intact(read)
+            if step is None:
+                raise _not_a_run(workdir)
+        else:
+            found = read(step)
     finally:
         ckpts.close()
-    model = nnx.merge(graphdef, params, batch_stats)
+    meta, model = found
     return Run(workdir, step, ml_collections.ConfigDict(meta['config']), meta, model)

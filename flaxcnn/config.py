@@ -1,9 +1,13 @@
-"""The default experiment config every ``configs/*.py`` starts from, and config-file loading."""
+"""The default experiment config every ``configs/*.py`` starts from, the rules its fields obey
+(``RULES``, checked by ``validate`` before any work), and config-file loading."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import math
 import pathlib
+from typing import Any, Callable, Sequence
 
 import ml_collections
 
@@ -60,6 +64,174 @@ def default_config() -> ml_collections.ConfigDict:
     config.distributed.process_id = -1  # -1 = JAX_PROCESS_ID
     config.distributed.auto_detect = False  # let JAX detect SLURM / Open MPI / k8s / TPU
     return config
+
+
+class ConfigError(ValueError):
+    """A config field outside what the trainer accepts; the message names field, value and rule."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """What one field accepts: ``accepts(value)`` and the words that say so."""
+
+    accepts: Callable[[Any], bool]
+    allowed: str | Callable[[], str]  # a callable names a registry's entries when it fails
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def positive_int() -> Rule:
+    return Rule(lambda v: _int(v) and v > 0, 'an integer > 0')
+
+
+def non_negative_int() -> Rule:
+    return Rule(lambda v: _int(v) and v >= 0, 'an integer >= 0')
+
+
+def positive() -> Rule:
+    return Rule(lambda v: _number(v) and v > 0, 'a number > 0')
+
+
+def non_negative() -> Rule:
+    return Rule(lambda v: _number(v) and v >= 0, 'a number >= 0')
+
+
+def fraction() -> Rule:
+    return Rule(lambda v: _number(v) and 0 < v < 1, 'a number in (0, 1)')
+
+
+def unit_interval() -> Rule:
+    return Rule(lambda v: _number(v) and 0 <= v < 1, 'a number in [0, 1)')
+
+
+def one_of(names: Callable[[], Sequence[str]]) -> Rule:
+    """``names`` is called when checking, so the registries are imported only then."""
+    return Rule(lambda v: v in names(), lambda: 'one of ' + ', '.join(map(repr, names())))
+
+
+def _models() -> Sequence[str]:
+    from flaxcnn import models
+
+    return models.model_names()
+
+
+def _datasets() -> Sequence[str]:
+    from flaxcnn.data import datasets
+
+    return datasets.dataset_names()
+
+
+def _optimizers() -> Sequence[str]:
+    from flaxcnn import optim
+
+    return optim.OPTIMIZERS
+
+
+def _schedules() -> Sequence[str]:
+    from flaxcnn import optim
+
+    return optim.SCHEDULES
+
+
+def _ops() -> Sequence[str]:
+    from flaxcnn import ops
+
+    return ops.IMPLEMENTATIONS
+
+
+# Field path -> rule. Fields a config may lack (a dataset's own, a model's kwargs) are checked
+# only when present; enum rules list their allowed values from the registries when they fail.
+RULES: dict[str, Rule] = {
+    'model': one_of(_models),
+    'model_kwargs.dropout': unit_interval(),
+    'ops': one_of(_ops),
+    'dataset.name': one_of(_datasets),
+    'dataset.image_size': positive_int(),
+    'dataset.channels': one_of(lambda: (1, 3)),
+    'dataset.resize': one_of(lambda: ('crop', 'stretch')),
+    'dataset.validation_fraction': fraction(),
+    'dataset.min_validation_per_class': non_negative_int(),
+    'dataset.train_per_class': positive_int(),
+    'dataset.validation_per_class': positive_int(),
+    'dataset.test_per_class': positive_int(),
+    'input.rotation_degrees': non_negative(),
+    'input.center_crop': non_negative_int(),
+    'input.normalization': one_of(lambda: ('dataset', 'imagenet')),
+    'input.num_workers': non_negative_int(),
+    'input.prefetch_batches': positive_int(),
+    'batch_size': positive_int(),
+    'eval_batch_size': positive_int(),
+    'num_epochs': positive_int(),
+    'time_budget_s': non_negative(),
+    'optimizer.name': one_of(_optimizers),
+    'optimizer.lr': non_negative(),  # 0 = frozen weights: a chance-level baseline in studies
+    'optimizer.momentum': unit_interval(),
+    'optimizer.weight_decay': non_negative(),
+    'schedule.name': one_of(_schedules),
+    'schedule.warmup_epochs': non_negative(),
+    'schedule.decay_epochs': Rule(
+        lambda v: isinstance(v, (tuple, list)) and all(_number(e) and e > 0 for e in v),
+        'a sequence of epochs > 0',
+    ),
+    'schedule.decay_factor': positive(),
+    'checkpoint.every_steps': non_negative_int(),
+    'checkpoint.max_to_keep': positive_int(),
+    'log_every_steps': positive_int(),
+}
+
+_MISSING = object()
+
+
+def _get(config: ml_collections.ConfigDict, path: str) -> Any:
+    node = config
+    for key in path.split('.'):
+        if key not in node:
+            return _MISSING
+        node = node[key]
+    return node
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises ``ConfigError`` for the first field that breaks its rule in ``RULES``, then
+    checks that the model accepts its kwargs and the image size (``models.abstract_model``,
+    shapes only)."""
+    for path, rule in RULES.items():
+        value = _get(config, path)
+        if value is _MISSING or rule.accepts(value):
+            continue
+        allowed = rule.allowed() if callable(rule.allowed) else rule.allowed
+        raise ConfigError(f'config.{path}={value!r} is not allowed: expected {allowed}.')
+    _check_model(config)
+
+
+def _check_model(config: ml_collections.ConfigDict) -> None:
+    from flaxcnn import models
+
+    size = config.input.center_crop or config.dataset.image_size
+    if config.input.center_crop > config.dataset.image_size:
+        raise ConfigError(
+            f'config.input.center_crop={config.input.center_crop} is larger than '
+            f'config.dataset.image_size={config.dataset.image_size}.'
+        )
+    try:
+        models.abstract_model(
+            config.model,
+            num_classes=2,
+            in_channels=config.dataset.get('channels', 3),
+            image_size=size,
+            **config.model_kwargs.to_dict(),
+        )
+    except (TypeError, ValueError) as e:
+        raise ConfigError(
+            f'config.model={config.model!r} with model_kwargs={config.model_kwargs.to_dict()} '
+            f'at image size {size} (input.center_crop or dataset.image_size): {e}'
+        ) from e
 
 
 def from_file(path: str | pathlib.Path) -> ml_collections.ConfigDict:

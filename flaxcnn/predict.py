@@ -73,7 +73,7 @@ def main(argv) -> None:
             images.append(predictor.load(path))
             readable.append(path)
         except ValueError as e:
-            print(e, file=sys.stderr)
+            print(f'error: {e}', file=sys.stderr)
     if readable:
         k = min(_TOP_K.value, len(predictor.class_names))
         for path, probs in zip(readable, predictor.predict(images), strict=True):
@@ -85,4 +85,4 @@ def main(argv) -> None:
 
 
 if __name__ == '__main__':
-    app.run(main)
+    cli.run(main)

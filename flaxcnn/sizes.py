@@ -104,4 +104,4 @@ def main(argv) -> None:
 
 
 if __name__ == '__main__':
-    app.run(main)
+    cli.run(main)

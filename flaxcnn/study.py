@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import pathlib
-import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
 from flaxcnn import cli
 from flaxcnn.studies import report, runner
-from flaxcnn.studies.spec import Study, StudyError
+from flaxcnn.studies.spec import Study
 
 _STUDY = config_flags.DEFINE_config_file(
     'study', None, 'Study config file, e.g. configs/studies/smoke.py.', lock_config=True
@@ -46,18 +45,15 @@ def main(argv) -> None:
         workdir = pathlib.Path('studies') / pathlib.Path(study_file).stem
     else:
         raise app.UsageError('Give --study=FILE to run a study, or --workdir=DIR --report.')
-    try:
-        if _REPORT.value:  # checkpoints are read on the CPU: trials may be using the GPUs
-            os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-        else:
-            if not study_file:
-                raise app.UsageError('--study=FILE is required unless --report is given.')
-            spec = Study.load(_STUDY.value, name=pathlib.Path(study_file).stem)
-            runner.run(spec, workdir, _PARALLEL.value)
-        print(f'report -> {report.write(workdir)}', flush=True)
-    except StudyError as e:
-        sys.exit(f'flaxcnn.study: {e}')
+    if _REPORT.value:  # checkpoints are read on the CPU: trials may be using the GPUs
+        os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+    else:
+        if not study_file:
+            raise app.UsageError('--study=FILE is required unless --report is given.')
+        spec = Study.load(_STUDY.value, name=pathlib.Path(study_file).stem)
+        runner.run(spec, workdir, _PARALLEL.value)
+    print(f'report -> {report.write(workdir)}', flush=True)  # a StudyError ends in cli.run
 
 
 if __name__ == '__main__':
-    app.run(main)
+    cli.run(main)

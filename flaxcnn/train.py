@@ -31,8 +31,13 @@ def main(argv) -> None:
         pathlib.Path('runs')
         / pathlib.Path(config_flags.get_config_filename(flags.FLAGS['config'])).stem
     )
-    training.train_and_evaluate(_CONFIG.value, workdir)
+    config = _CONFIG.value
+    try:  # a --config file that failed to load is a placeholder raising on first use
+        config.keys()
+    except OSError as e:
+        raise app.UsageError(str(e)) from e
+    training.train_and_evaluate(config, workdir)
 
 
 if __name__ == '__main__':
-    app.run(main)
+    cli.run(main)

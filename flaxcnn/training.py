@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from flaxcnn import checkpoint, distributed, evaluation, malloc, models, ops, optim, steps
 from flaxcnn.clock import Clock
+from flaxcnn.config import validate
 from flaxcnn.data import datasets, pipeline
 from flaxcnn.metric_writers import MetricWriter
 
@@ -32,6 +33,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     """Trains ``config`` in ``workdir`` (resuming its run) until ``num_epochs`` or the time
     budget, tests the best checkpoint; returns the summary (process 0 writes summary.json)."""
     # ------------------------------------------------------------------ setup and mesh
+    validate(config)  # before any work: a bad field is one clear error
     distributed.initialize(config.distributed)
     workdir, is_primary = pathlib.Path(workdir), distributed.is_primary()
     checkpoint.check_writable(workdir)
@@ -64,9 +66,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     checkpoints = checkpoint.Checkpoints(workdir, max_to_keep=config.checkpoint.max_to_keep)
     clock = Clock(config.time_budget_s, schedule_reads_seconds=schedule.clock == 'seconds')
     step, best_valid_accuracy = 0, 0.0
-    if (latest := checkpoints.latest_step()) is not None:
-        checkpoint.check_identity(workdir, checkpoints.read_meta(latest), identity)
-        state, saved = checkpoints.restore(latest, state)
+
+    def resume(step: int):  # the identity first: another run's state would not fit
+        checkpoint.check_identity(workdir, checkpoints.read_meta(step), identity)
+        return checkpoints.restore(step, state)
+
+    latest, restored = checkpoints.read_intact(resume, newest=True)
+    if latest is not None:
+        state, saved = restored
         progress = saved['progress']
         step, best_valid_accuracy = progress['step'], progress['best_valid_accuracy']
         clock.load(progress)

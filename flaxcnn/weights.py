@@ -10,8 +10,6 @@ whole or not at all.
 
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags
 
 from flaxcnn import cli, convert
@@ -30,12 +28,9 @@ def main(argv) -> None:
     cli.start()
     if len(argv) != 3 or argv[1] != 'import':
         raise app.UsageError(f'Usage: {USAGE}')
-    try:
-        meta = convert.import_weights(
-            argv[2], model=_MODEL.value, out=_OUT.value, image_size=_IMAGE_SIZE.value
-        )
-    except convert.WeightsError as e:
-        sys.exit(f'error: {e}')
+    meta = convert.import_weights(  # a WeightsError ends in cli.run
+        argv[2], model=_MODEL.value, out=_OUT.value, image_size=_IMAGE_SIZE.value
+    )
     print(
         f'{argv[2]} ({meta["source"]["layout"]}) -> {_OUT.value}: {meta["model"]}, '
         f'{meta["num_classes"]} classes, {meta["in_channels"]} channels, '
@@ -44,4 +39,4 @@ def main(argv) -> None:
 
 
 if __name__ == '__main__':
-    app.run(main)
+    cli.run(main)
