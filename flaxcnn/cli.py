@@ -24,6 +24,7 @@ from absl import app, flags, logging
 from flaxcnn import checkpoint, malloc
 from flaxcnn.config import ConfigError
 from flaxcnn.convert.files import WeightsError
+from flaxcnn.data.folders import DatasetError
 from flaxcnn.studies.spec import StudyError
 
 TRACEBACK_ENV = 'FLAXCNN_TRACEBACK'
@@ -36,6 +37,7 @@ RUN_ERRORS = (
     OSError,
     FloatingPointError,  # training diverged
     checkpoint.RunMismatchError,
+    DatasetError,  # a folder in the wrong layout, a class without a readable image
     WeightsError,
     StudyError,
 )

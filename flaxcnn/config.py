@@ -170,7 +170,7 @@ RULES: dict[str, Rule] = {
     'num_epochs': positive_int(),
     'time_budget_s': non_negative(),
     'optimizer.name': one_of(_optimizers),
-    'optimizer.lr': non_negative(),  # 0 = frozen weights: a chance-level baseline in studies
+    'optimizer.lr': positive(),
     'optimizer.momentum': unit_interval(),
     'optimizer.weight_decay': non_negative(),
     'schedule.name': one_of(_schedules),

@@ -188,7 +188,7 @@ BAD_CONFIGS = [
     (
         'config-lr=-1',
         '--config.optimizer.lr=-1',
-        'error: config.optimizer.lr=-1.0 is not allowed: expected a number >= 0',
+        'error: config.optimizer.lr=-1.0 is not allowed: expected a number > 0',
     ),
     (
         'config-unknown-field',
@@ -208,6 +208,15 @@ BAD_CONFIGS = [
     ('config-bad-flag-value', '--config.batch_size=abc', 'error: flag --config.batch_size=abc'),
 ]
 
+
+def _empty_class_folder(tmp_path):
+    """A Fruits-360 layout whose only training class folder holds no file."""
+    root = tmp_path / 'fruits'
+    (root / 'Training' / 'apple').mkdir(parents=True)
+    (root / 'Test' / 'apple').mkdir(parents=True)
+    return root
+
+
 CATALOGUE = [
     *(
         _case(id, lambda t, r, d, o=override: _train(t, d, o), fragment, 2, slow=i > 0)
@@ -219,6 +228,17 @@ CATALOGUE = [
             t, d, f'--config.dataset.folder={t / "nowhere"}', config='configs/fruits_cnn.py'
         ),
         'Dataset folder {t}/nowhere does not exist',
+        1,
+    ),
+    _case(
+        'data-empty-class-folder',
+        lambda t, r, d: _train(
+            t,
+            d,
+            f'--config.dataset.folder={_empty_class_folder(t)}',
+            config='configs/fruits_cnn.py',
+        ),
+        'Class folder {t}/fruits/Training/apple is empty',
         1,
     ),
     _case(

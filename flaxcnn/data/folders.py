@@ -70,6 +70,11 @@ CONFIG_FIELDS = (
 )
 
 
+class DatasetError(ValueError):
+    """The folder does not hold a dataset in the expected layout, or a class has no readable
+    image: the user's data to fix, reported in one line by the commands."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Layout:
     """Where a dataset's splits live under its folder, and how to explain it."""
@@ -140,13 +145,13 @@ def scan_folder(root: str | os.PathLike, layout: Layout) -> FolderScan:
             else:
                 ignored.append(entry.path)
         if not classes:
-            raise ValueError(_layout_error(f'{split_dir} holds no class folders.', root, layout))
+            raise DatasetError(_layout_error(f'{split_dir} holds no class folders.', root, layout))
         if class_names is None:
             class_names = tuple(classes)  # the train split comes first
         elif set(classes) != set(class_names):
             missing = sorted(set(class_names) - set(classes))
             extra = sorted(set(classes) - set(class_names))
-            raise ValueError(
+            raise DatasetError(
                 _layout_error(
                     f'{split_dir} does not hold the class folders of '
                     f'{root / layout.split_dirs["train"]}: missing {missing}, extra {extra}.',
@@ -163,7 +168,7 @@ def scan_folder(root: str | os.PathLike, layout: Layout) -> FolderScan:
                 else:
                     samples.append(Sample(entry.path, f'{dirname}/{name}/{entry.name}', label))
             if len(samples) == count:
-                raise ValueError(
+                raise DatasetError(
                     _layout_error(f'Class folder {classes[name]} is empty.', root, layout)
                 )
         splits[split] = samples
@@ -408,7 +413,7 @@ class _FolderBuilder(sharded.ShardedBuilder, skip_registration=True):
         }
         if split != 'validation' and not per_class.all():
             empty = [self.info.features['label'].names[i] for i in np.flatnonzero(per_class == 0)]
-            raise ValueError(
+            raise DatasetError(
                 f'No readable image of class(es) {empty} in the {split} split of '
                 f'{self._report["source"]}; bad files: {[b["path"] for b in bad]}.'
             )
