@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
+from flaxcnn.config import ConfigError
+
 # Class names that mean "the finding" when dataset.positive_class is not set.
 _POSITIVE_NAMES = re.compile(
     r'pneumonia|positive|abnormal|disease|malignant|tumou?r|defect|anomal|fraud|yes', re.IGNORECASE
@@ -47,8 +49,9 @@ def positive_class(
     the one named like a finding (pneumonia, positive, ...), else the rarer one in train."""
     if configured:
         if configured not in class_names:
-            raise ValueError(
-                f'dataset.positive_class={configured!r} is not a class: {list(class_names)}.'
+            raise ConfigError(
+                f'config.dataset.positive_class={configured!r} is not a class of the dataset: '
+                f'expected one of {list(class_names)}.'
             )
         return list(class_names).index(configured)
     named = [i for i, name in enumerate(class_names) if _POSITIVE_NAMES.search(name)]

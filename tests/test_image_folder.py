@@ -45,18 +45,24 @@ def _config(tmp_path, folder='', **fields) -> ml_collections.ConfigDict:
     return config
 
 
-def test_split_folders_any_spelling_and_case_distinct_classes(tmp_path, capsys):
+def test_split_folders_any_spelling_and_case_distinct_classes(tmp_path, capsys, monkeypatch):
     root = tmp_path / 'kaggle'
     _classes(root / 'Training', {'a': 4, 'A': 3})
     _classes(root / 'VALID', {'a': 2, 'A': 2})
     _classes(root / 'testing', {'a': 1, 'A': 2})
-    ds = datasets.load(_config(tmp_path, root, min_validation_per_class=2))
+    config = _config(tmp_path, root, min_validation_per_class=2)
+    ds = datasets.load(config)
     assert ds.class_names == ('A', 'a')  # two classes, in code-point order
     assert ds.class_counts == {'train': (3, 4), 'validation': (2, 2), 'test': (2, 1)}
     assert ds.image_shape == (8, 8, 1)  # channels=0: every image is grayscale
     printed = capsys.readouterr().out
     assert "2 classes (label=name): 0='A', 1='a'" in printed
     assert 'train 7, validation 4, test 3 examples' in printed and '(split folders)' in printed
+    # Once prepared, the channels are read from the data (a new process: no scan).
+    folders._resolved_channels.clear()
+    monkeypatch.setattr(folders, 'is_grayscale', None)
+    assert datasets.load(config).image_shape == (8, 8, 1)
+    assert capsys.readouterr().out == ''  # printed once: when prepared
 
 
 def test_class_folders_only_carve_validation_and_test_stratified(tmp_path):
@@ -215,6 +221,7 @@ def test_deep_cmyk_huge_and_rotated_images(tmp_path, monkeypatch):
     assert pixels is None and error.startswith('too large to decode safely')
 
 
+@pytest.mark.slow  # a whole training run: compiles both steps
 def test_folder_cnn_trains_on_an_imbalanced_binary_folder(tmp_path):
     from flaxcnn import training
     from flaxcnn.predict import Predictor, decision_threshold
@@ -229,7 +236,8 @@ def test_folder_cnn_trains_on_an_imbalanced_binary_folder(tmp_path):
     config.dataset.test_fraction = 0.25
     config.input.update(num_workers=0, flip=False, class_balance='weighted_loss')
     config.model_kwargs = ml_collections.ConfigDict({'widths': (4,), 'hidden': 8})
-    config.update(batch_size=8, eval_batch_size=16, num_epochs=2)
+    config.update(batch_size=8, eval_batch_size=16, num_epochs=1)
+    config.checkpoint.every_steps = 0
     summary = training.train_and_evaluate(config, tmp_path / 'run')
     assert summary['positive_class'] == 'PNEUMONIA'
     assert summary['class_counts'] == {'train': [7, 14], 'validation': [2, 4], 'test': [3, 6]}

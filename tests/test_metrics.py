@@ -12,6 +12,7 @@ from absl import app
 from sklearn import metrics as skm
 
 from flaxcnn import evaluation, metrics, steps
+from flaxcnn.config import ConfigError
 from flaxcnn.predict import decision_threshold
 
 
@@ -51,7 +52,7 @@ def test_positive_class_named_configured_or_minority():
     assert metrics.positive_class(['NORMAL', 'PNEUMONIA'], [1341, 3875]) == 1
     assert metrics.positive_class(['benign', 'other'], [10, 90]) == 0  # the minority
     assert metrics.positive_class(['benign', 'other'], [10, 90], 'other') == 1
-    with pytest.raises(ValueError, match="positive_class='sick' is not a class"):
+    with pytest.raises(ConfigError, match="positive_class='sick' is not a class"):
         metrics.positive_class(['a', 'b'], [1, 1], 'sick')
     assert metrics.top_k(2) is None and metrics.top_k(10) == 2 and metrics.top_k(11) == 5
 
