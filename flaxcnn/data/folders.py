@@ -302,9 +302,10 @@ class ImageFolder(sharded.ShardedBuilder, skip_registration=True):
     LAYOUT: Layout | None = None  # None: detected
     DESCRIPTION = 'Images from a local folder or label file, classes from their labels.'
     HOMEPAGE = ''
-    MANUAL_DOWNLOAD_INSTRUCTIONS = """\
-    Set config.dataset.folder to the folder that holds your images, in one of these layouts:
-    """ + layouts.KNOWN_LAYOUTS.replace('\n', '\n    ')
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        'Set config.dataset.folder to the folder that holds your images, in one of these '
+        f'layouts: {layouts.KNOWN_LAYOUTS}'
+    )
 
     def _info(self) -> tfds.core.DatasetInfo:
         cfg = self.builder_config

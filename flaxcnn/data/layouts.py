@@ -31,12 +31,13 @@ PATH_COLUMNS = ('path', 'image', 'filename', 'file', 'image_path', 'filepath', '
 LABEL_COLUMNS = ('label', 'class', 'category', 'target', 'class_name')
 SPLIT_COLUMNS = ('split', 'subset', 'set', 'fold')
 _OS_METADATA = frozenset({'thumbs.db', 'desktop.ini', 'ehthumbs.db'})
-KNOWN_LAYOUTS = """\
-  1. split folders: train/ (or training/), optional val/ (valid/, validation/, dev/) and
-     test/ (testing/), any case, each holding one folder per class;
-  2. class folders only: <folder>/<class name>/<image>, validation and test carved from them;
-  3. a label file: --config.dataset.labels=FILE.csv|.tsv|.txt with columns path,label[,split];
-  4. explicit split folders: --config.dataset.splits.train=DIR (and .validation, .test)."""
+KNOWN_LAYOUTS = (
+    '(1) split folders train/ (or training/), optional val/ (valid/, validation/, dev/) and '
+    'test/ (testing/), any case, each holding one folder per class; (2) class folders only, '
+    'validation and test carved from them; (3) a label file, dataset.labels=FILE.csv|.tsv|.txt '
+    'with columns path,label[,split]; (4) explicit split folders, dataset.splits.train=DIR '
+    '(and .validation, .test).'
+)
 
 
 class DatasetError(ValueError):
@@ -198,7 +199,7 @@ def detect(
         return scan_folder(root, Layout(found, _tree(found), ()), 'split folders')
     if found:
         raise DatasetError(
-            f'{root} holds {sorted(found.values())} but no train folder. Known layouts:\n'
+            f'{root} holds {sorted(found.values())} but no train folder. Known layouts: '
             f'{KNOWN_LAYOUTS}'
         )
     ignored: list[str] = []
@@ -210,7 +211,7 @@ def detect(
     if not has_images:
         raise DatasetError(
             f'{root} is not in a layout flaxcnn knows (no split folders, and not only class '
-            f'folders of images). Known layouts:\n{KNOWN_LAYOUTS}'
+            f'folders of images). Known layouts: {KNOWN_LAYOUTS}'
         )
     only = {'train': ''}
     return scan_folder(root, Layout(only, _tree(only), ()), 'class folders')
@@ -293,12 +294,12 @@ def read_label_file(
             raise DatasetError(f'{file} line {line}: the path is empty.')
         if not label:
             raise DatasetError(f'{file} line {line}: the label of {given!r} is empty.')
-        candidates = [file.parent / given, root / given]
-        path = next((p for p in candidates if p.is_file()), None)
+        bases = dict.fromkeys([file.parent, root])
+        path = next((b / given for b in bases if (b / given).is_file()), None)
         if path is None:
             raise DatasetError(
-                f'{file} line {line}: {given!r} is not a file (read relative to {file.parent} '
-                f'and to {root}).'
+                f'{file} line {line}: {given!r} is not a file (read relative to '
+                f'{" and to ".join(map(str, bases))}).'
             )
         path = path.resolve()
         if not path.is_relative_to(root):
