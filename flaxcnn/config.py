@@ -30,6 +30,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.input.flip = False  # random left-right mirroring
     config.input.center_crop = 0  # crop stored images to this size (train and eval); 0 = none
     config.input.normalization = 'dataset'  # train split mean/std, or 'imagenet'
+    config.input.class_balance = 'none'  # none | weighted_loss (inverse frequency) | oversample
     config.input.num_workers = 1  # grain worker processes; 0 = in the main process
     config.input.prefetch_batches = 2
 
@@ -139,6 +140,12 @@ def _schedules() -> Sequence[str]:
     return optim.SCHEDULES
 
 
+def _class_balance_modes() -> Sequence[str]:
+    from flaxcnn import class_balance
+
+    return class_balance.MODES
+
+
 def _ops() -> Sequence[str]:
     from flaxcnn import ops
 
@@ -153,9 +160,10 @@ RULES: dict[str, Rule] = {
     'ops': one_of(_ops),
     'dataset.name': one_of(_datasets),
     'dataset.image_size': positive_int(),
-    'dataset.channels': one_of(lambda: (1, 3)),
+    'dataset.channels': one_of(lambda: (0, 1, 3)),  # 0: from the data (image folders)
     'dataset.resize': one_of(lambda: ('crop', 'stretch')),
     'dataset.validation_fraction': fraction(),
+    'dataset.test_fraction': fraction(),
     'dataset.min_validation_per_class': non_negative_int(),
     'dataset.train_per_class': positive_int(),
     'dataset.validation_per_class': positive_int(),
@@ -163,6 +171,7 @@ RULES: dict[str, Rule] = {
     'input.rotation_degrees': non_negative(),
     'input.center_crop': non_negative_int(),
     'input.normalization': one_of(lambda: ('dataset', 'imagenet')),
+    'input.class_balance': one_of(_class_balance_modes),
     'input.num_workers': non_negative_int(),
     'input.prefetch_batches': positive_int(),
     'batch_size': positive_int(),
@@ -223,7 +232,7 @@ def _check_model(config: ml_collections.ConfigDict) -> None:
         models.abstract_model(
             config.model,
             num_classes=2,
-            in_channels=config.dataset.get('channels', 3),
+            in_channels=config.dataset.get('channels', 3) or 3,  # 0: known once prepared
             image_size=size,
             **config.model_kwargs.to_dict(),
         )

@@ -1,13 +1,18 @@
 """Top-k classes of images from a run's best checkpoint.
 
-    python -m flaxcnn.predict --workdir=DIR [--top_k=5] IMAGE...
+    python -m flaxcnn.predict --workdir=DIR [--top_k=5] [--threshold=auto|0.3] IMAGE...
 
 Images of any size or mode are converted as the run's training data was (channels, resize
-policy, center crop, normalization), using the class list saved with the checkpoint.
+policy, center crop, normalization), using the class list saved with the checkpoint. For two
+classes ``--threshold`` also decides each image: positive when the positive class's
+probability is at least the threshold; ``auto`` is the one chosen on validation (Youden's J)
+when the run was tested, read from ``<workdir>/eval/test.json``.
 """
 
 from __future__ import annotations
 
+import json
+import pathlib
 import sys
 
 import jax
@@ -19,7 +24,38 @@ from flaxcnn.data import augment, folders
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory written by flaxcnn.train.')
 _TOP_K = flags.DEFINE_integer('top_k', 5, 'How many classes to show per image.')
+_THRESHOLD = flags.DEFINE_string(
+    'threshold',
+    '',
+    "Two classes: decide with this probability of the positive class; 'auto' = the one chosen "
+    'on validation (eval/test.json); empty = top-k only.',
+)
 flags.mark_flag_as_required('workdir')
+
+
+def decision_threshold(workdir: str, given: str) -> tuple[str, float] | None:
+    """(positive class, threshold) that ``--threshold=given`` asks for, or None for ''."""
+    if not given:
+        return None
+    report = pathlib.Path(workdir) / 'eval' / 'test.json'
+    binary = json.loads(report.read_text()).get('binary') if report.exists() else None
+    if binary is None:
+        raise app.UsageError(
+            f'--threshold needs a tested two-class run: {report} holds no binary metrics '
+            '(run python -m flaxcnn.evaluate --workdir=... first).'
+        )
+    if given == 'auto':
+        chosen = binary['at_chosen_threshold']
+        if chosen is None:
+            raise app.UsageError(f'{report}: no threshold was chosen (one-class validation).')
+        return binary['positive_class'], chosen['threshold']
+    try:
+        value = float(given)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise app.UsageError(f"--threshold={given!r}: expected 'auto' or a number in [0, 1].")
+    return binary['positive_class'], value
 
 
 class Predictor:
@@ -67,6 +103,7 @@ def main(argv) -> None:
             'Give at least one image: python -m flaxcnn.predict --workdir=DIR IMAGE...'
         )
     predictor = Predictor(_WORKDIR.value)
+    decide = decision_threshold(_WORKDIR.value, _THRESHOLD.value)
     readable, images = [], []
     for path in paths:
         try:
@@ -79,6 +116,11 @@ def main(argv) -> None:
         for path, probs in zip(readable, predictor.predict(images), strict=True):
             top = np.argsort(-probs)[:k]
             shown = ', '.join(f'{predictor.class_names[i]} {probs[i]:.1%}' for i in top)
+            if decide:
+                positive, threshold = decide
+                index = predictor.class_names.index(positive)
+                chosen = predictor.class_names[index if probs[index] >= threshold else 1 - index]
+                shown += f' -> {chosen} (threshold {threshold:.3f} on {positive})'
             print(f'{path}: {shown}')
     if len(readable) < len(paths):
         sys.exit(1)

@@ -75,6 +75,7 @@ def make_train_step(
     *,
     mean,
     std,
+    class_weights=None,
 ) -> Callable:
     """``(state, batch, clock) -> (state, metrics)``: one optimizer update.
 
@@ -91,6 +92,9 @@ def make_train_step(
             model = nnx.merge(graphdef, params, batch_stats, copy=True)
             logits = model(normalize(batch['image'], mean, std), rngs=key)
             losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
+            if class_weights is not None:  # per class (class_balance.class_weights)
+                w = jnp.asarray(class_weights)[batch['label']]
+                losses = losses * w * (w.size / jnp.sum(w))
             return losses.mean(), (logits, nnx.state(model, nnx.BatchStat))
 
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -137,8 +141,10 @@ def make_forward(graphdef: nnx.GraphDef, *, mean, std) -> Callable:
     return forward
 
 
-def make_eval_step(forward: Callable, num_classes: int) -> Callable:
-    """``(variables, batch) -> metrics``: loss sum, count and confusion counts [true, predicted].
+def make_eval_step(forward: Callable, num_classes: int, top_k: int | None = None) -> Callable:
+    """``(variables, batch) -> metrics``: loss sum, count and confusion counts [true, predicted];
+    with ``top_k``, how many labels are among the k highest logits; for two classes, each
+    example's ``probabilities`` with its ``label`` and ``mask`` (for ROC curves).
 
     ``forward`` is a ``make_forward`` function. Batches are as for ``make_train_step`` plus a
     boolean ``mask`` of the real examples.
@@ -150,10 +156,21 @@ def make_eval_step(forward: Callable, num_classes: int) -> Callable:
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
         true = jax.nn.one_hot(batch['label'], num_classes, dtype=jnp.int32) * mask[:, None]
         pred = jax.nn.one_hot(jnp.argmax(logits, -1), num_classes, dtype=jnp.int32)
-        return {
+        out = {
             'loss': jnp.sum(losses * mask),
             'count': jnp.sum(mask, dtype=jnp.int32),
             'confusion': true.T @ pred,
         }
+        if top_k:
+            _, top = jax.lax.top_k(logits, top_k)
+            hit = jnp.any(top == batch['label'][:, None], axis=-1)
+            out['top_k_correct'] = jnp.sum(hit & mask, dtype=jnp.int32)
+        if num_classes == 2:
+            out['examples'] = {
+                'probabilities': jax.nn.softmax(logits),
+                'label': batch['label'],
+                'mask': mask,
+            }
+        return out
 
     return eval_step

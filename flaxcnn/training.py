@@ -18,7 +18,8 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from flaxcnn import checkpoint, distributed, evaluation, malloc, models, ops, optim, steps
+from flaxcnn import checkpoint, class_balance, distributed, evaluation, malloc, models, ops
+from flaxcnn import optim, steps
 from flaxcnn.clock import Clock
 from flaxcnn.config import validate
 from flaxcnn.data import datasets, pipeline
@@ -89,7 +90,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     start = time.perf_counter()
     forward = steps.make_forward(eval_graphdef, mean=mean, std=std)
     variables = steps.inference_variables(state)
-    train_step = steps.make_train_step(train_graphdef, tx, schedule.fn, mean=mean, std=std)
+    class_weights = None
+    if config.input.class_balance == 'weighted_loss':
+        train_counts = datasets.count_classes(dataset, 'train')
+        class_weights = class_balance.class_weights(train_counts, config.input.class_balance)
+    train_step = steps.make_train_step(
+        train_graphdef, tx, schedule.fn, mean=mean, std=std, class_weights=class_weights
+    )
     with ops.use(config.ops):  # both steps are traced and compiled here, ahead of time
         evaluator = evaluation.Evaluator(
             config, dataset, forward, variables, mesh, workdir / 'eval'
@@ -179,6 +186,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         'test_accuracy': test['accuracy'],
         'test_loss': test['loss'],
         'test_macro_recall': test['macro_recall'],
+        **evaluation.summary_fields(test),
+        'class_counts': test['class_counts'],
         'epochs_completed': step / spe,
         'steps': step,
         'stopped_by': stopped_by,
@@ -217,6 +226,7 @@ def train_dataset(
         center_crop=config.input.center_crop,
         shard_index=shard_index,
         num_shards=num_shards,
+        class_balance=config.input.class_balance,
     )
 
 

@@ -10,6 +10,7 @@ import time
 from typing import Any, Mapping, Sequence
 
 import ml_collections
+import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import constants
 
@@ -29,6 +30,8 @@ class Dataset:
     mean: tuple[float, ...]  # per channel, of the train split's pixels (0..255)
     std: tuple[float, ...]
     prepare_seconds: float  # time spent generating/preparing (0 when cached)
+    # Examples per class of each split, as recorded when prepared ({} if not: see count_classes)
+    class_counts: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
 
 
 def _make(builder_cls, config: tfds.core.BuilderConfig, data_dir: str):
@@ -50,7 +53,10 @@ def _glyphs_builder(cfg: ml_collections.ConfigDict, data_dir: str):
 
 def _folder_builder(builder_cls):
     def make(cfg: ml_collections.ConfigDict, data_dir: str):
-        config = folders.FolderConfig(**{k: cfg[k] for k in folders.CONFIG_FIELDS if k in cfg})
+        fields = {k: cfg[k] for k in folders.CONFIG_FIELDS if k in cfg}
+        if 'splits' in fields:
+            fields['splits'] = dict(fields['splits'])
+        config = folders.FolderConfig(**fields)
         return _make(builder_cls, config, data_dir)
 
     return make
@@ -58,6 +64,7 @@ def _folder_builder(builder_cls):
 
 _BUILDERS = {
     'glyphs': _glyphs_builder,
+    'image_folder': _folder_builder(folders.ImageFolder),
     'fruits360': _folder_builder(folders.Fruits360),
     'chest_xray': _folder_builder(folders.ChestXray),
 }
@@ -128,4 +135,23 @@ def load(cfg: ml_collections.ConfigDict) -> Dataset:
         mean=tuple(b.info.metadata['mean']),
         std=tuple(b.info.metadata['std']),
         prepare_seconds=prepare_seconds,
+        class_counts={
+            s: tuple(c['per_class'])
+            for s, c in b.info.metadata.get('splits', {}).items()
+            if 'per_class' in c
+        },
     )
+
+
+def labels_of(source: Sequence[dict[str, Any]]) -> np.ndarray:
+    """The label of every example of a split, in order (one pass over its records)."""
+    return np.fromiter((source[i]['label'] for i in range(len(source))), np.int64, len(source))
+
+
+def count_classes(dataset: Dataset, split: str) -> tuple[int, ...]:
+    """Examples per class of ``split``: as recorded, or counted (glyphs; folders prepared
+    before the counts were recorded)."""
+    if split in dataset.class_counts:
+        return tuple(dataset.class_counts[split])
+    labels = labels_of(dataset.splits[split])
+    return tuple(np.bincount(labels, minlength=len(dataset.class_names)).tolist())

@@ -9,7 +9,11 @@ import grain
 from absl import flags
 import numpy as np
 
-from flaxcnn.data import augment
+from flaxcnn import class_balance as balance
+from flaxcnn.data import augment, datasets
+
+# The length of an endless oversampled stream (grain datasets have a length); far beyond a run.
+_ENDLESS = 2**40
 
 
 class _Int32Labels(grain.transforms.Map):
@@ -62,8 +66,12 @@ def train_dataset(
     center_crop: int = 0,
     shard_index: int = 0,
     num_shards: int = 1,
+    class_balance: str = 'none',
 ) -> grain.MapDataset:
     """Endless uint8 batches: each epoch a new seeded shuffle, then augmentation and batching.
+
+    With ``class_balance='oversample'`` the examples are ``BalancedDraw``s instead (classes
+    drawn evenly, epochs of the same length), a function of the seed and the index as well.
 
     Element ``i`` is global batch ``i`` of the whole run (so a run's data position is its
     step), or with ``num_shards`` processes, this process's rows ``[shard_index * b,
@@ -76,17 +84,33 @@ def train_dataset(
             f'batch_size {batch_size} is larger than the train split ({len(source)} examples).'
         )
     shard_size = _shard_size(batch_size, num_shards, 'batch_size')
-    # Indices beyond an epoch's length map to the next epoch, reshuffled (grain's epochs).
-    ds = grain.MapDataset.source(source).shuffle(seed=seed)
-    ds = ds[: len(source) // batch_size * batch_size]
+    epoch_size = len(source) // batch_size * batch_size
+    if class_balance == 'oversample':
+        draw = balance.BalancedDraw(datasets.labels_of(source), epoch_size, seed)
+        ds = grain.MapDataset.range(_ENDLESS).map(draw).map(_Lookup(source))
+    else:
+        # Indices beyond an epoch's length map to the next epoch, reshuffled (grain's epochs).
+        ds = grain.MapDataset.source(source).shuffle(seed=seed)[:epoch_size]
     if center_crop:
         ds = ds.map(augment.CenterCrop(center_crop))
     if rotation_degrees:
         ds = ds.random_map(augment.RandomRotation(rotation_degrees), seed=seed)
     if flip:
         ds = ds.random_map(augment.RandomFlip(), seed=seed + 1)
-    ds = ds.batch(shard_size).repeat(None)[shard_index::num_shards]
-    return ds.map(_Int32Labels())
+    ds = ds.batch(shard_size)
+    if class_balance != 'oversample':
+        ds = ds.repeat(None)
+    return ds[shard_index::num_shards].map(_Int32Labels())
+
+
+@dataclasses.dataclass(frozen=True)
+class _Lookup(grain.transforms.Map):
+    """Index -> that example of ``source``."""
+
+    source: Sequence[dict[str, Any]]
+
+    def map(self, index):
+        return self.source[index]
 
 
 def train_batches(
