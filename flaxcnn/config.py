@@ -151,6 +151,16 @@ def _schedules() -> Sequence[str]:
     return optim.SCHEDULES
 
 
+def _glyph_classes(value) -> bool:
+    from flaxcnn.data import glyphs
+
+    try:
+        glyphs.class_labels(value)
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return True
+
+
 def _ops() -> Sequence[str]:
     from flaxcnn import ops
 
@@ -172,9 +182,12 @@ RULES: dict[str, Rule] = {
     'dataset.train_per_class': positive_int(),
     'dataset.validation_per_class': positive_int(),
     'dataset.test_per_class': positive_int(),
+    'dataset.classes': Rule(
+        _glyph_classes, "'' (all) or groups joined by '+': digits, capitals, lowercase"
+    ),
     'input.rotation_degrees': non_negative(),
     'input.center_crop': non_negative_int(),
-    'input.normalization': one_of(lambda: ('', 'dataset', 'imagenet')),
+    'input.normalization': one_of(lambda: ('dataset', 'imagenet', '')),
     'input.num_workers': non_negative_int(),
     'input.prefetch_batches': positive_int(),
     'batch_size': positive_int(),
