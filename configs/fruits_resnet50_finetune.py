@@ -21,10 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
     config = from_file(pathlib.Path(__file__).with_name('fruits_resnet50.py'))
     config.input.normalization = 'imagenet'  # what the pretrained stem expects
     config.batch_size = 64
-    config.eval_batch_size = 256
     config.num_epochs = 5
-    config.optimizer.name = 'sgd'
-    config.optimizer.momentum = 0.9
     config.optimizer.lr = 0.01
     config.schedule.name = 'cosine'
     config.finetune.backbone_lr_scale = 0.1

@@ -138,6 +138,32 @@ class InitReport:
     not_in_source: list[str] = dataclasses.field(default_factory=list)
     unused: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
+    mismatches: list[str] = dataclasses.field(default_factory=list)  # raised, never logged
+
+    def fit(self, path: Path, variable: nnx.Variable, found, model_class) -> np.ndarray | None:
+        """The value for the target ``variable`` at ``path`` from the source's ``found`` one
+        (None: keep the initial value), noting the decision."""
+        shown = '.'.join(map(str, path))
+        if found is None:
+            self.not_in_source.append(shown)
+            return None
+        have, want = tuple(found.shape), tuple(variable.shape)
+        if have == want:
+            self.loaded += 1
+            return np.asarray(found[...])
+        if path[: len(model_class.HEAD)] == model_class.HEAD:
+            self.reinitialised.append(f'{shown} {have}->{want}')
+            return None
+        if path == (*model_class.INPUT_CONV, 'kernel') and have[:2] + have[3:] == want[:2] + want[3:]:
+            how = 'summed over' if want[2] == 1 else 'repeated and scaled from'
+            self.adapted.append(
+                f"{shown} {how} the source's {have[2]} input channels to {want[2]} "
+                "(as timm's adapt_input_conv)"
+            )
+            self.loaded += 1
+            return adapt_input_conv(np.asarray(found[...]), want[2])
+        self.mismatches.append(f'{shown}: shape {have} in the source, {want} here')
+        return None
 
     @property
     def record(self) -> dict[str, Any]:
@@ -185,18 +211,16 @@ def load_initial_variables(
         for name, kind in (('params', nnx.Param), ('batch_stats', nnx.BatchStat))
     }
     size = config.input.center_crop or config.dataset.image_size
-    mismatches, results = [], []
+    results = []
     for name, target in (('params', params), ('batch_stats', batch_stats)):
         values = []
         for path, variable in nnx.to_flat_state(target):
-            found = given[name].pop(path, None)
-            shown = '.'.join(map(str, path))
-            value = _fitted(path, variable, found, model_class, report, shown, source, mismatches)
-            values.append((path, variable.copy(value) if value is not None else variable))
+            value = report.fit(path, variable, given[name].pop(path, None), model_class)
+            values.append((path, variable if value is None else variable.copy(value)))
         results.append(nnx.from_flat_state(values))
         report.unused += ['.'.join(map(str, p)) for p in given[name]]
-    if mismatches:
-        raise WeightsError(_mismatch_message(source, config, size, mismatches))
+    if report.mismatches:
+        raise WeightsError(_mismatch_message(source, config, size, report.mismatches))
     if report.reinitialised and source.num_classes != _num_classes(params, model_class):
         report.notes.append(
             f'the source has {source.num_classes} classes, this run '
@@ -210,31 +234,6 @@ def load_initial_variables(
 def _run_model(path: pathlib.Path) -> tuple[nnx.Module, dict[str, Any]]:
     run = checkpoint.load_run(path)
     return run.model, run.meta
-
-
-def _fitted(path, variable, found, model_class, report, shown, source, mismatches):
-    """The value for the target ``variable`` at ``path`` from the source's ``found`` one (None:
-    keep the initial value), recording the decision in ``report``."""
-    if found is None:
-        report.not_in_source.append(shown)
-        return None
-    have, want = tuple(found.shape), tuple(variable.shape)
-    if have == want:
-        report.loaded += 1
-        return np.asarray(found[...])
-    if path[: len(model_class.HEAD)] == model_class.HEAD:
-        report.reinitialised.append(f'{shown} {have}->{want}')
-        return None
-    if path == (*model_class.INPUT_CONV, 'kernel') and have[:2] + have[3:] == want[:2] + want[3:]:
-        how = 'summed over' if want[2] == 1 else 'repeated and scaled from'
-        report.adapted.append(
-            f"{shown} {how} the source's {have[2]} input channels to {want[2]} "
-            "(as timm's adapt_input_conv)"
-        )
-        report.loaded += 1
-        return adapt_input_conv(np.asarray(found[...]), want[2])
-    mismatches.append(f'{shown}: shape {have} in the source, {want} here')
-    return None
 
 
 def _num_classes(params: nnx.State, model_class) -> int:

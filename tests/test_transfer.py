@@ -235,5 +235,5 @@ def test_glyph_class_subset_holds_the_full_sets_images():
     np.testing.assert_array_equal(image, full)
     assert glyphs.GlyphsConfig().name == '90px_600-150-150_seed0'  # prepared sets stay valid
     assert glyphs.GlyphsConfig(classes='digits+capitals').name.endswith('_digits+capitals')
-    with pytest.raises(ValueError, match="groups joined by '+'.*digits, capitals, lowercase"):
+    with pytest.raises(ValueError, match=r"groups joined by '\+', from digits, capitals, lowercase"):
         glyphs.class_labels('vowels')
