@@ -119,12 +119,19 @@ def test_run_workdir_loads_its_best_checkpoint(smoke_config, smoke_run):
 
 
 def test_params_missing_from_the_source_are_named(smoke_config, tmp_path):
-    write_weights(tmp_path / 'w', 'resnet_lite_11', widths=(4, 8, 8), in_channels=1)
-    smoke_config.model = 'resnet_lite_22'  # two blocks per stage: the second ones are new
-    smoke_config.model_kwargs.widths = (4, 8, 8)
+    write_weights(tmp_path / 'w', 'resnet_lite_11', widths=(4, 8), in_channels=1, num_classes=52)
+    smoke_config.model = 'resnet_lite_11'
+    smoke_config.model_kwargs.widths = (4, 8, 8)  # one more stage: blocks.1 is new
     smoke_config.init.source = str(tmp_path / 'w')
-    with pytest.raises(WeightsError, match='holds resnet_lite_11 weights, but config.model'):
-        transfer.load_initial_variables(smoke_config, *fresh_variables(smoke_config))
+    params, _, report = transfer.load_initial_variables(
+        smoke_config, *fresh_variables(smoke_config)
+    )
+    assert {name.split('.')[0] + '.' + name.split('.')[1] for name in report.not_in_source} == {
+        'blocks.1'
+    }
+    assert report.reinitialised == [] and report.record['not_loaded'] == report.not_in_source
+    assert 'not in the source, left at their initial values: blocks.1.' in report.text()
+    assert '... and' in report.text()  # 2 convs, 2 BNs (scale, bias, mean, var): more than shown
 
 
 def test_mynet_at_another_image_size_gets_a_new_head(smoke_config, tmp_path):
@@ -174,6 +181,14 @@ def test_flatten_layer_of_another_image_size_is_refused(smoke_config, tmp_path):
         'trained at 48 px and this run uses 32 px',
         '--config.dataset.image_size=48',
     )
+
+
+def test_weights_of_another_model_are_refused(smoke_config, tmp_path):
+    write_weights(tmp_path / 'w', 'resnet_lite_11', widths=(4, 8, 8), in_channels=1)
+    smoke_config.model = 'resnet_lite_22'
+    smoke_config.model_kwargs.widths = (4, 8, 8)
+    smoke_config.init.source = str(tmp_path / 'w')
+    _refused(smoke_config, 'holds resnet_lite_11 weights', '--config.model=resnet_lite_11')
 
 
 def test_other_model_kwargs_are_refused(smoke_config, tmp_path):
