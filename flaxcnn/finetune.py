@@ -22,7 +22,7 @@ learn on features that evaluation never shows it.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -49,7 +49,10 @@ def frozen_prefixes(config: ml_collections.ConfigDict) -> list[tuple[str, ...]] 
 def parameter_groups(config: ml_collections.ConfigDict, model: nnx.Module) -> nnx.State:
     """A tree shaped like ``model``'s parameters holding each one's group name."""
     head = tuple(map(str, type(model).HEAD))
-    flat = [(tuple(map(str, path)), path, v) for path, v in nnx.to_flat_state(nnx.state(model, nnx.Param))]
+    flat = [
+        (tuple(map(str, path)), path, v)
+        for path, v in nnx.to_flat_state(nnx.state(model, nnx.Param))
+    ]
     prefixes = frozen_prefixes(config)
     unmatched = [p for p in prefixes or () if not any(n[: len(p)] == p for n, _, _ in flat)]
     if unmatched:

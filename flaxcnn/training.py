@@ -18,8 +18,18 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from flaxcnn import checkpoint, distributed, evaluation, finetune, malloc, models, ops, optim
-from flaxcnn import steps, transfer
+from flaxcnn import (
+    checkpoint,
+    distributed,
+    evaluation,
+    finetune,
+    malloc,
+    models,
+    ops,
+    optim,
+    steps,
+    transfer,
+)
 from flaxcnn.clock import Clock
 from flaxcnn.config import validate
 from flaxcnn.data import datasets, pipeline

@@ -110,7 +110,9 @@ def resolve_normalization(
     'dataset'."""
     config = config.copy_and_resolve_references()
     if not config.input.normalization:
-        wanted = read_source(init_source(config)).normalization if init_source(config) else 'dataset'
+        wanted = (
+            read_source(init_source(config)).normalization if init_source(config) else 'dataset'
+        )
         config.input.normalization = wanted if channels == 3 else 'dataset'
     return config
 
@@ -154,7 +156,10 @@ class InitReport:
         if path[: len(model_class.HEAD)] == model_class.HEAD:
             self.reinitialised.append(f'{shown} {have}->{want}')
             return None
-        if path == (*model_class.INPUT_CONV, 'kernel') and have[:2] + have[3:] == want[:2] + want[3:]:
+        if (
+            path == (*model_class.INPUT_CONV, 'kernel')
+            and have[:2] + have[3:] == want[:2] + want[3:]
+        ):
             how = 'summed over' if want[2] == 1 else 'repeated and scaled from'
             self.adapted.append(
                 f"{shown} {how} the source's {have[2]} input channels to {want[2]} "
@@ -227,7 +232,9 @@ def load_initial_variables(
             f'{_num_classes(params, model_class)}: its classifier head starts afresh.'
         )
     if source.image_size != size:
-        report.notes.append(f'the source was trained at {source.image_size} px, this run uses {size}.')
+        report.notes.append(
+            f'the source was trained at {source.image_size} px, this run uses {size}.'
+        )
     return results[0], results[1], report
 
 

@@ -13,8 +13,8 @@ import shutil
 import numpy as np
 import pytest
 from flax import nnx
-
 from helpers import run_smoke
+
 from flaxcnn import checkpoint, convert, models, transfer
 from flaxcnn.convert import WeightsError
 
@@ -94,7 +94,9 @@ def test_weights_folder_loads_by_path_reinitialises_head_and_sums_input_channels
 
 def test_input_conv_adaptation_is_timms():
     kernel = np.random.default_rng(0).normal(size=(3, 3, 3, 4)).astype(np.float32)
-    np.testing.assert_array_equal(transfer.adapt_input_conv(kernel, 1), kernel.sum(2, keepdims=True))
+    np.testing.assert_array_equal(
+        transfer.adapt_input_conv(kernel, 1), kernel.sum(2, keepdims=True)
+    )
     gray = kernel[:, :, :1]
     rgb = transfer.adapt_input_conv(gray, 3)  # repeated, scaled by 1/3: the same gray response
     np.testing.assert_allclose(rgb, np.repeat(gray, 3, axis=2) / 3, rtol=1e-6)
@@ -123,9 +125,7 @@ def test_params_missing_from_the_source_are_named(smoke_config, tmp_path):
     smoke_config.model = 'resnet_lite_11'
     smoke_config.model_kwargs.widths = (4, 8, 8)  # one more stage: blocks.1 is new
     smoke_config.init.source = str(tmp_path / 'w')
-    params, _, report = transfer.load_initial_variables(
-        smoke_config, *fresh_variables(smoke_config)
-    )
+    _, _, report = transfer.load_initial_variables(smoke_config, *fresh_variables(smoke_config))
     assert {name.split('.')[0] + '.' + name.split('.')[1] for name in report.not_in_source} == {
         'blocks.1'
     }
@@ -146,7 +146,9 @@ def test_mynet_at_another_image_size_gets_a_new_head(smoke_config, tmp_path):
 def test_normalization_follows_the_weights_unless_set(smoke_config, tmp_path):
     write_weights(tmp_path / 'w')
     smoke_config.init.source = str(tmp_path / 'w')
-    assert transfer.resolve_normalization(smoke_config, channels=3).input.normalization == 'imagenet'
+    assert (
+        transfer.resolve_normalization(smoke_config, channels=3).input.normalization == 'imagenet'
+    )
     assert transfer.resolve_normalization(smoke_config, channels=1).input.normalization == 'dataset'
     smoke_config.input.normalization = 'dataset'
     assert transfer.resolve_normalization(smoke_config, channels=3).input.normalization == 'dataset'
@@ -172,7 +174,9 @@ def test_folder_that_is_neither_weights_nor_run_is_refused(smoke_config, tmp_pat
 
 
 def test_flatten_layer_of_another_image_size_is_refused(smoke_config, tmp_path):
-    write_weights(tmp_path / 'w', 'basic_cnn', in_channels=1, image_size=48, widths=(4, 8), hidden=8)
+    write_weights(
+        tmp_path / 'w', 'basic_cnn', in_channels=1, image_size=48, widths=(4, 8), hidden=8
+    )
     smoke_config.model, smoke_config.init.source = 'basic_cnn', str(tmp_path / 'w')
     smoke_config.model_kwargs = {'widths': (4, 8), 'hidden': 8}
     _refused(
@@ -250,5 +254,7 @@ def test_glyph_class_subset_holds_the_full_sets_images():
     np.testing.assert_array_equal(image, full)
     assert glyphs.GlyphsConfig().name == '90px_600-150-150_seed0'  # prepared sets stay valid
     assert glyphs.GlyphsConfig(classes='digits+capitals').name.endswith('_digits+capitals')
-    with pytest.raises(ValueError, match=r"groups joined by '\+', from digits, capitals, lowercase"):
+    with pytest.raises(
+        ValueError, match=r"groups joined by '\+', from digits, capitals, lowercase"
+    ):
         glyphs.class_labels('vowels')
