@@ -128,8 +128,22 @@ def report_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], No
     return reporting_main
 
 
+# Flag spellings that ml_collections cannot parse, and the field each one sets: it reads a
+# field path as Python, where ``from`` is a keyword.
+FLAG_ALIASES = {'--config.init.from': '--config.init.source'}
+
+
+def _with_aliases(argv: list[str]) -> list[str]:
+    def spelled(arg: str) -> str:
+        name, sep, value = arg.partition('=')
+        return FLAG_ALIASES.get(name, name) + sep + value
+
+    return [spelled(arg) for arg in argv]
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing (unknown flags and config fields, bad values) reported like the rest."""
+    argv = _with_aliases(argv)
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:

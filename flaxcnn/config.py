@@ -29,7 +29,9 @@ def default_config() -> ml_collections.ConfigDict:
     config.input.rotation_degrees = 0.0  # uniform in [-d, d]
     config.input.flip = False  # random left-right mirroring
     config.input.center_crop = 0  # crop stored images to this size (train and eval); 0 = none
-    config.input.normalization = 'dataset'  # train split mean/std, or 'imagenet'
+    # 'dataset' (train split mean/std), 'imagenet', or '' = 'imagenet' when the init.source
+    # weights were trained so (and the images are RGB), else 'dataset'
+    config.input.normalization = ''
     config.input.class_balance = 'none'  # none | weighted_loss (inverse frequency) | oversample
     config.input.num_workers = 1  # grain worker processes; 0 = in the main process
     config.input.prefetch_batches = 2
@@ -58,6 +60,16 @@ def default_config() -> ml_collections.ConfigDict:
     config.checkpoint.max_to_keep = 2  # latest N, kept beside the best one
 
     config.log_every_steps = 10
+
+    config.init = ml_collections.ConfigDict()  # read by flaxcnn.transfer
+    # An imported-weights folder or a run workdir to start from ('' = none). Not `init.from`:
+    # ml_collections parses a field path as Python, where `from` is a keyword.
+    config.init.source = ''
+
+    config.finetune = ml_collections.ConfigDict()  # read by flaxcnn.finetune
+    config.finetune.freeze = 'none'  # 'none' | 'backbone' | path prefixes: 'stem,blocks.0'
+    config.finetune.backbone_lr_scale = 1.0  # the non-head parameters' lr, times the lr
+    config.finetune.head_warmup_steps = 0  # first updates where only the head learns
 
     config.distributed = ml_collections.ConfigDict()  # several processes (hosts); see README
     config.distributed.coordinator_address = ''  # host:port of process 0; '' = from the env
@@ -146,6 +158,16 @@ def _class_balance_modes() -> Sequence[str]:
     return class_balance.MODES
 
 
+def _glyph_classes(value) -> bool:
+    from flaxcnn.data import glyphs
+
+    try:
+        glyphs.class_labels(value)
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return True
+
+
 def _ops() -> Sequence[str]:
     from flaxcnn import ops
 
@@ -168,9 +190,12 @@ RULES: dict[str, Rule] = {
     'dataset.train_per_class': positive_int(),
     'dataset.validation_per_class': positive_int(),
     'dataset.test_per_class': positive_int(),
+    'dataset.classes': Rule(
+        _glyph_classes, "'' (all) or groups joined by '+': digits, capitals, lowercase"
+    ),
     'input.rotation_degrees': non_negative(),
     'input.center_crop': non_negative_int(),
-    'input.normalization': one_of(lambda: ('dataset', 'imagenet')),
+    'input.normalization': one_of(lambda: ('dataset', 'imagenet', '')),
     'input.class_balance': one_of(_class_balance_modes),
     'input.num_workers': non_negative_int(),
     'input.prefetch_batches': positive_int(),
@@ -192,6 +217,13 @@ RULES: dict[str, Rule] = {
     'checkpoint.every_steps': non_negative_int(),
     'checkpoint.max_to_keep': positive_int(),
     'log_every_steps': positive_int(),
+    'init.source': Rule(lambda v: isinstance(v, str), 'a folder path, or empty'),
+    'finetune.freeze': Rule(
+        lambda v: isinstance(v, str) and v.strip() != '',
+        "'none', 'backbone' or comma-separated parameter path prefixes like 'stem,blocks.0'",
+    ),
+    'finetune.backbone_lr_scale': positive(),
+    'finetune.head_warmup_steps': non_negative_int(),
 }
 
 _MISSING = object()

@@ -18,8 +18,19 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from flaxcnn import checkpoint, class_balance, distributed, evaluation, malloc, models, ops
-from flaxcnn import optim, steps
+from flaxcnn import (
+    checkpoint,
+    class_balance,
+    distributed,
+    evaluation,
+    finetune,
+    malloc,
+    models,
+    ops,
+    optim,
+    steps,
+    transfer,
+)
 from flaxcnn.clock import Clock
 from flaxcnn.config import validate
 from flaxcnn.data import datasets, pipeline
@@ -47,6 +58,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     )
 
     # ------------------------------------------------------------------ data
+    config = transfer.resolve_normalization(config, channels=dataset.image_shape[-1])
     identity = checkpoint.run_identity(config, dataset)
     mean, std, input_shape = identity['mean'], identity['std'], tuple(identity['image_shape'])
     steps_per_epoch = len(dataset.splits['train']) // config.batch_size
@@ -58,15 +70,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     # ------------------------------------------------------------------ model and state
     model = checkpoint.create_model(identity, rngs=nnx.Rngs(config.seed))
     num_params = models.count_params(model)
-    tx = optim.create_optimizer(config)
+    groups = finetune.parameter_groups(config, model)
+    tx = finetune.wrap_optimizer(optim.create_optimizer, config, groups)
     schedule = optim.create_schedule(config, steps_per_epoch)
     train_graphdef, eval_graphdef, state = steps.create_train_state(model, tx, config.seed)
+    train_graphdef = finetune.freeze_batch_norms(train_graphdef, state, groups)
     state = jax.device_put(state, distributed.replicated(mesh))
 
     # ------------------------------------------------------------------ restore
     checkpoints = checkpoint.Checkpoints(workdir, max_to_keep=config.checkpoint.max_to_keep)
     clock = Clock(config.time_budget_s, schedule_reads_seconds=schedule.clock == 'seconds')
-    step, best_valid_accuracy = 0, 0.0
+    step, best_valid_accuracy, init_source = 0, 0.0, None
 
     def resume(step: int):  # the identity first: another run's state would not fit
         checkpoint.check_identity(workdir, checkpoints.read_meta(step), identity)
@@ -78,13 +92,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         progress = saved['progress']
         step, best_valid_accuracy = progress['step'], progress['best_valid_accuracy']
         clock.load(progress)
+        init_source = saved.get('init')
         if is_primary:
             print(f'Resuming {workdir} from step {latest}.', file=sys.stderr, flush=True)
+    elif transfer.init_source(config):  # a new run's start: a resumed run has its checkpoint
+        params, batch_stats, report = transfer.load_initial_variables(
+            config, state.params, state.batch_stats
+        )
+        state = state.replace(params=params, batch_stats=batch_stats)
+        state = jax.device_put(state, distributed.replicated(mesh))
+        init_source = report.record
+        if is_primary:
+            print(report.text(), file=sys.stderr, flush=True)
     config_json = json.loads(config.to_json_best_effort())
 
     def meta() -> dict[str, Any]:  # saved beside the state: identity, progress, config
         now = {'step': step, **clock.save(), 'best_valid_accuracy': best_valid_accuracy}
-        return {**identity, 'progress': now, 'config': config_json}
+        return {**identity, 'progress': now, 'config': config_json, 'init': init_source}
 
     # ------------------------------------------------------------------ compile
     start = time.perf_counter()
@@ -199,6 +223,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         'num_devices': mesh.devices.size,
         'num_processes': jax.process_count(),
+        'init': init_source,
     }
     checkpoints.close()
     if is_primary:

@@ -34,7 +34,8 @@ def main(argv) -> None:
     print(
         f'{argv[2]} ({meta["source"]["layout"]}) -> {_OUT.value}: {meta["model"]}, '
         f'{meta["num_classes"]} classes, {meta["in_channels"]} channels, '
-        f'{meta["image_size"]} px, {meta["normalization"]} normalization'
+        f'{meta["image_size"]} px, {meta["normalization"]} normalization; start a run from it '
+        f'with --config.init.source={_OUT.value}'
     )
 
 

@@ -2,8 +2,8 @@
 
 Layout (``FORMAT``)::
 
-  DIR/weights.json   model, num_classes, in_channels, image_size, normalization, and the source
-                     (file name, sha256, key layout)
+  DIR/weights.json   model, num_classes, in_channels, image_size, normalization, the source
+                     (file name, sha256, key layout) and, when not the defaults, model_kwargs
   DIR/state/         Orbax StandardCheckpointer item {'params': nnx.State, 'batch_stats':
                      nnx.State}: the same two trees, under the same paths, as the ``params`` and
                      ``batch_stats`` of a run checkpoint's TrainState
@@ -80,6 +80,7 @@ def load_model(directory: str | pathlib.Path) -> tuple[nnx.Module, dict[str, Any
         num_classes=metadata['num_classes'],
         in_channels=metadata['in_channels'],
         image_size=metadata['image_size'],
+        **metadata.get('model_kwargs', {}),
     )
     graphdef, params, batch_stats = nnx.split(abstract, nnx.Param, nnx.BatchStat)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -87,8 +88,16 @@ def load_model(directory: str | pathlib.Path) -> tuple[nnx.Module, dict[str, Any
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
         {'params': params, 'batch_stats': batch_stats},
     )
-    with ocp.StandardCheckpointer() as checkpointer:
-        state = checkpointer.restore(pathlib.Path(directory).absolute() / STATE, target)
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            state = checkpointer.restore(pathlib.Path(directory).absolute() / STATE, target)
+    except Exception as e:  # Orbax and TensorStore raise many types for missing or bad files
+        first_line = (str(e).splitlines() or [''])[0][:200]
+        raise WeightsError(
+            f'{directory}: its {STATE}/ cannot be read ({type(e).__name__}: {first_line}); the '
+            'folder is damaged or incomplete: import the weights again with python -m '
+            'flaxcnn.weights import FILE --model=NAME --out=DIR.'
+        ) from None
     model = nnx.merge(graphdef, state['params'], state['batch_stats'])
     model.eval()
     return model, metadata

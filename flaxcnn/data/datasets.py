@@ -47,6 +47,7 @@ def _glyphs_builder(cfg: ml_collections.ConfigDict, data_dir: str):
         validation_per_class=cfg.validation_per_class,
         test_per_class=cfg.test_per_class,
         seed=cfg.seed,
+        classes=cfg.get('classes', ''),
     )
     return _make(glyphs.Glyphs, config, data_dir)
 

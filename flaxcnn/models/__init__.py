@@ -2,7 +2,10 @@
 
 Every model takes NHWC float32 input and is called as ``model(x, *, rngs=None)``; ``rngs``
 (an ``nnx.Rngs`` or a key) feeds Dropout in train mode. Modes are set with ``model.train()`` /
-``model.eval()``. Models hold only ``nnx.Param`` and ``nnx.BatchStat`` state.
+``model.eval()``. Models hold only ``nnx.Param`` and ``nnx.BatchStat`` state. Each model class
+names, for transfer learning, its classifier (``HEAD``, a module path whose parameters are
+re-initialised for another class count and trained apart from the backbone) and its first conv
+(``INPUT_CONV``, adapted to another channel count).
 """
 
 from collections.abc import Callable, Sequence

@@ -33,6 +33,9 @@ class ConvReluPool(nnx.Module):
 class BasicCNN(nnx.Module):
     """ConvReluPool blocks -> flatten -> Linear -> ReLU -> dropout -> Linear classifier."""
 
+    HEAD = ('head',)  # the classifier (transfer learning re-initialises or trains it apart)
+    INPUT_CONV = ('blocks', 0, 'conv')  # the conv that sees the image's channels
+
     def __init__(
         self,
         *,

@@ -30,6 +30,9 @@ class DownsampleStage(nnx.Module):
 class MyNet(nnx.Module):
     """Stem -> DownsampleStages -> flatten -> dropout -> linear classifier."""
 
+    HEAD = ('head',)  # the classifier (transfer learning re-initialises or trains it apart)
+    INPUT_CONV = ('stem', 'conv_bn', 'conv')  # the conv that sees the image's channels
+
     def __init__(
         self,
         *,

@@ -110,6 +110,9 @@ class MBConv(nnx.Module):
 class ProxylessNAS(nnx.Module):
     """Stem -> MBConv blocks from specs -> conv 1x1 -> GAP -> dropout -> linear."""
 
+    HEAD = ('head',)  # the classifier (transfer learning re-initialises or trains it apart)
+    INPUT_CONV = ('stem', 'conv_bn', 'conv')  # the conv that sees the image's channels
+
     def __init__(
         self,
         *,

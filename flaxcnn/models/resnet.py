@@ -92,6 +92,9 @@ class ResNet(nnx.Module):
     first starts with stride ``stage_stride``.
     """
 
+    HEAD = ('head',)  # the classifier (transfer learning re-initialises or trains it apart)
+    INPUT_CONV = ('stem', 'conv_bn', 'conv')  # the conv that sees the image's channels
+
     def __init__(
         self,
         *,
