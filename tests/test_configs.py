@@ -84,7 +84,7 @@ BAD_FIELDS = [
     ('glyph_smoke', 'input.normalization', 'none', "one of 'dataset', 'imagenet'"),
     ('glyph_smoke', 'dataset.name', 'mnist', "one of 'chest_xray', 'fruits360', 'glyphs'"),
     ('fruits_cnn', 'dataset.resize', 'pad', "one of 'crop', 'stretch'"),
-    ('fruits_cnn', 'dataset.channels', 2, 'one of 1, 3'),
+    ('fruits_cnn', 'dataset.channels', 2, 'one of 0, 1, 3'),
     ('fruits_cnn', 'dataset.validation_fraction', 1.0, 'a number in (0, 1)'),
 ]
 

@@ -258,3 +258,13 @@ def test_glyph_class_subset_holds_the_full_sets_images():
         ValueError, match=r"groups joined by '\+', from digits, capitals, lowercase"
     ):
         glyphs.class_labels('vowels')
+
+
+def test_init_from_is_accepted_as_the_spelling_of_init_source():
+    """ml_collections cannot parse ``init.from`` (a Python keyword); the command line maps it."""
+    from flaxcnn import cli
+
+    argv = ['train', '--config.init.from=/w/run', '--config.init.from', '/w/other', '--x=1']
+    assert cli._with_aliases(argv) == [
+        'train', '--config.init.source=/w/run', '--config.init.source', '/w/other', '--x=1'
+    ]
