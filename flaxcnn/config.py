@@ -62,7 +62,9 @@ def default_config() -> ml_collections.ConfigDict:
     config.loss = ml_collections.ConfigDict()
     config.loss.label_smoothing = 0.0  # share of each target spread over all classes
 
-    config.ema = ml_collections.ConfigDict()  # moving average of params and BatchNorm statistics
+    # A moving average of params and BatchNorm statistics, validated beside the raw weights each
+    # epoch (twice the validation time).
+    config.ema = ml_collections.ConfigDict()
     config.ema.decay = 0.0  # 0 = off; validation picks the better of raw and averaged weights
 
     config.eval = ml_collections.ConfigDict()
