@@ -29,6 +29,9 @@ def default_config() -> ml_collections.ConfigDict:
     config.input.rotation_degrees = 0.0  # uniform in [-d, d]
     config.input.flip = False  # random left-right mirroring
     config.input.center_crop = 0  # crop stored images to this size (train and eval); 0 = none
+    config.input.random_crop_pad = 0  # translate by up to N pixels (pad N, crop back); on device
+    config.input.mixup_alpha = 0.0  # mixup's Beta(alpha, alpha) weight; 0 = off; on device
+    config.input.cutmix_alpha = 0.0  # cutmix's Beta(alpha, alpha) box share; 0 = off; on device
     # 'dataset' (train split mean/std), 'imagenet', or '' = 'imagenet' when the init.source
     # weights were trained so (and the images are RGB), else 'dataset'
     config.input.normalization = ''
@@ -48,12 +51,27 @@ def default_config() -> ml_collections.ConfigDict:
     config.optimizer.momentum = 0.9  # sgd only
     config.optimizer.nesterov = False  # sgd only
     config.optimizer.weight_decay = 0.0
+    config.optimizer.clip_grad_norm = 0.0  # clip the gradients' global norm to this; 0 = off
 
     config.schedule = ml_collections.ConfigDict()
-    config.schedule.name = 'constant'  # constant | piecewise | cosine | time_linear
+    # constant | piecewise | cosine | time_linear | one_cycle (over time_budget_s if set, else
+    # over num_epochs)
+    config.schedule.name = 'constant'
     config.schedule.warmup_epochs = 0.0
     config.schedule.decay_epochs = (30, 60)  # piecewise only
     config.schedule.decay_factor = 0.1  # piecewise only
+    config.schedule.peak_fraction = 0.3  # one_cycle only: the share of the run before the peak
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.label_smoothing = 0.0  # share of each target spread over all classes
+
+    # A moving average of params and BatchNorm statistics, validated beside the raw weights each
+    # epoch (twice the validation time).
+    config.ema = ml_collections.ConfigDict()
+    config.ema.decay = 0.0  # 0 = off; validation picks the better of raw and averaged weights
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.tta = 0  # average the logits over shifts of N pixels up/down/left/right; 0 = off
 
     config.checkpoint = ml_collections.ConfigDict()
     config.checkpoint.every_steps = 50  # plus one at every epoch end; 0 = epoch ends only
@@ -195,6 +213,9 @@ RULES: dict[str, Rule] = {
     ),
     'input.rotation_degrees': non_negative(),
     'input.center_crop': non_negative_int(),
+    'input.random_crop_pad': non_negative_int(),
+    'input.mixup_alpha': non_negative(),
+    'input.cutmix_alpha': non_negative(),
     'input.normalization': one_of(lambda: ('dataset', 'imagenet', '')),
     'input.class_balance': one_of(_class_balance_modes),
     'input.num_workers': non_negative_int(),
@@ -207,6 +228,7 @@ RULES: dict[str, Rule] = {
     'optimizer.lr': positive(),
     'optimizer.momentum': unit_interval(),
     'optimizer.weight_decay': non_negative(),
+    'optimizer.clip_grad_norm': non_negative(),
     'schedule.name': one_of(_schedules),
     'schedule.warmup_epochs': non_negative(),
     'schedule.decay_epochs': Rule(
@@ -214,6 +236,10 @@ RULES: dict[str, Rule] = {
         'a sequence of epochs > 0',
     ),
     'schedule.decay_factor': positive(),
+    'schedule.peak_fraction': fraction(),
+    'loss.label_smoothing': unit_interval(),
+    'ema.decay': unit_interval(),
+    'eval.tta': non_negative_int(),
     'checkpoint.every_steps': non_negative_int(),
     'checkpoint.max_to_keep': positive_int(),
     'log_every_steps': positive_int(),

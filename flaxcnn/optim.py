@@ -2,7 +2,8 @@
 
 Every schedule is an Optax schedule of a *clock*: the optimizer step for the step-based
 schedules, elapsed training seconds for ``time_linear``, which therefore reaches zero
-exactly when ``time_budget_s`` runs out. The learning rate is an injected
+exactly when ``time_budget_s`` runs out, and for ``one_cycle`` when a time budget is set
+(it spans the budget, else ``num_epochs``). The learning rate is an injected
 hyperparameter (``optax.inject_hyperparams``), so a resumed run may change it freely.
 """
 
@@ -15,7 +16,9 @@ import ml_collections
 import optax
 
 OPTIMIZERS = ('adam', 'adamw', 'sgd')
-SCHEDULES = ('constant', 'piecewise', 'cosine', 'time_linear')
+SCHEDULES = ('constant', 'piecewise', 'cosine', 'time_linear', 'one_cycle')
+# one_cycle's length, in the units its boundaries are rounded to (Optax rounds to integers).
+_ONE_CYCLE_UNITS = 10_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,11 +62,19 @@ def create_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -> 
                 f'(got {config.time_budget_s}).'
             )
         return Schedule(optax.linear_schedule(lr, 0.0, config.time_budget_s), 'seconds')
+    if sched.name == 'one_cycle':  # up from lr/25 to lr, then down to lr/25e4 (Optax's default)
+        cycle = optax.cosine_onecycle_schedule(_ONE_CYCLE_UNITS, lr, sched.peak_fraction)
+        reads_seconds = config.time_budget_s > 0
+        units_per_tick = _ONE_CYCLE_UNITS / (config.time_budget_s if reads_seconds else total_steps)
+        return Schedule(
+            lambda clock: cycle(clock * units_per_tick), 'seconds' if reads_seconds else 'step'
+        )
     raise ValueError(f'Unknown schedule.name {sched.name!r}; expected one of {SCHEDULES}.')
 
 
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """The optimizer named by ``config.optimizer`` with an injectable learning rate."""
+    """The optimizer named by ``config.optimizer`` with an injectable learning rate, after
+    clipping the gradients' global norm to ``clip_grad_norm`` if it is set."""
     opt = config.optimizer
     if opt.name == 'adam':
 
@@ -85,4 +96,9 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
             return tx
     else:
         raise ValueError(f'Unknown optimizer.name {opt.name!r}; expected one of {OPTIMIZERS}.')
-    return optax.inject_hyperparams(make)(learning_rate=opt.lr)
+
+    def make_clipped(learning_rate):
+        return optax.chain(optax.clip_by_global_norm(opt.clip_grad_norm), make(learning_rate))
+
+    clipped = opt.clip_grad_norm > 0
+    return optax.inject_hyperparams(make_clipped if clipped else make)(learning_rate=opt.lr)

@@ -28,6 +28,7 @@ from flaxcnn import (
     models,
     ops,
     optim,
+    recipes,
     steps,
     transfer,
 )
@@ -73,7 +74,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     groups = finetune.parameter_groups(config, model)
     tx = finetune.wrap_optimizer(optim.create_optimizer, config, groups)
     schedule = optim.create_schedule(config, steps_per_epoch)
-    train_graphdef, eval_graphdef, state = steps.create_train_state(model, tx, config.seed)
+    recipe = recipes.Recipe.from_config(config)
+    train_graphdef, eval_graphdef, state = steps.create_train_state(
+        model, tx, config.seed, ema=bool(recipe.ema_decay)
+    )
     train_graphdef = finetune.freeze_batch_norms(train_graphdef, state, groups)
     state = jax.device_put(state, distributed.replicated(mesh))
 
@@ -83,7 +87,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     step, best_valid_accuracy, init_source = 0, 0.0, None
 
     def resume(step: int):  # the identity first: another run's state would not fit
-        checkpoint.check_identity(workdir, checkpoints.read_meta(step), identity)
+        saved = checkpoints.read_meta(step)
+        checkpoint.check_identity(workdir, saved, identity)
+        _check_same_state_layout(workdir, ml_collections.ConfigDict(saved['config']), config)
         return checkpoints.restore(step, state)
 
     latest, restored = checkpoints.read_intact(resume, newest=True)
@@ -106,20 +112,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
             print(report.text(), file=sys.stderr, flush=True)
     config_json = json.loads(config.to_json_best_effort())
 
-    def meta() -> dict[str, Any]:  # saved beside the state: identity, progress, config
+    def meta(weights: str = 'raw') -> dict[str, Any]:  # identity, progress, config
         now = {'step': step, **clock.save(), 'best_valid_accuracy': best_valid_accuracy}
-        return {**identity, 'progress': now, 'config': config_json, 'init': init_source}
+        return {
+            **identity,
+            'progress': now,
+            'config': config_json,
+            'init': init_source,
+            'weights': weights,
+        }
 
     # ------------------------------------------------------------------ compile
     start = time.perf_counter()
-    forward = steps.make_forward(eval_graphdef, mean=mean, std=std)
+    forward = steps.make_forward(eval_graphdef, mean=mean, std=std, tta=recipe.tta)
     variables = steps.inference_variables(state)
     class_weights = None
     if config.input.class_balance == 'weighted_loss':
         train_counts = datasets.count_classes(dataset, 'train')
         class_weights = class_balance.class_weights(train_counts, config.input.class_balance)
     train_step = steps.make_train_step(
-        train_graphdef, tx, schedule.fn, mean=mean, std=std, class_weights=class_weights
+        train_graphdef,
+        tx,
+        schedule.fn,
+        mean=mean,
+        std=std,
+        recipe=recipe,
+        class_weights=class_weights,
     )
     with ops.use(config.ops):  # both steps are traced and compiled here, ahead of time
         evaluator = evaluation.Evaluator(
@@ -176,10 +194,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         with clock.evaluating():  # validation counts as training time while the budget lasts
             train_time = time.perf_counter() - epoch_start
             s = _fetch_finite(sums, checkpoints)
+            # The averaged weights first: eval/validation.json is left with the raw weights'.
+            valid_ema = (
+                evaluator.run(steps.with_ema_weights(state), 'validation')
+                if recipe.ema_decay
+                else None
+            )
             valid = evaluator.run(state, 'validation')
         step_seconds, images = step_seconds + train_time, images + int(s['count'])
-        best_valid_accuracy = max(best_valid_accuracy, valid['accuracy'])
-        checkpoints.save(step, state, meta(), valid_accuracy=valid['accuracy'])
+        weights, score = _better_weights(valid, valid_ema)
+        best_valid_accuracy = max(best_valid_accuracy, score)
+        checkpoints.save(step, state, meta(weights), valid_accuracy=score)
         if is_primary:
             record = {
                 'epoch': step / spe,
@@ -187,6 +212,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                 'train_accuracy': float(s['correct'] / s['count']),
                 'valid_loss': valid['loss'],
                 'valid_accuracy': valid['accuracy'],
+                **(
+                    {
+                        'valid_loss_ema': valid_ema['loss'],
+                        'valid_accuracy_ema': valid_ema['accuracy'],
+                    }
+                    if valid_ema
+                    else {}
+                ),
                 'learning_rate': float(schedule.fn(clock.schedule_input(step))),
                 'images_per_second': (step - first_step) * config.batch_size / train_time,
                 'elapsed_seconds': clock.seconds,
@@ -198,15 +231,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     checkpoints.wait()
 
     # ------------------------------------------------------------------ final test
+    best_weights = 'raw'
     if (best_step := checkpoints.best_step()) is not None:
-        state, _ = checkpoints.restore(best_step, state)
-    test = evaluator.run(state, 'test')
+        state, best_meta = checkpoints.restore(best_step, state)
+        best_weights = best_meta.get('weights', 'raw')
+    test = evaluator.run(steps.with_ema_weights(state) if best_weights == 'ema' else state, 'test')
     summary = {
         'model': config.model,
         'dataset': config.dataset.name,
         'num_params': num_params,
         'best_valid_accuracy': best_valid_accuracy,
         'best_step': best_step,
+        'best_weights': best_weights,
         'test_accuracy': test['accuracy'],
         'test_loss': test['loss'],
         'test_macro_recall': test['macro_recall'],
@@ -255,6 +291,28 @@ def train_dataset(
     )
 
 
+def _better_weights(valid: dict, valid_ema: dict | None) -> tuple[str, float]:
+    """('ema' or 'raw', its validation accuracy): the averaged weights only if strictly better."""
+    if valid_ema and valid_ema['accuracy'] > valid['accuracy']:
+        return 'ema', valid_ema['accuracy']
+    return 'raw', valid['accuracy']
+
+
+def _check_same_state_layout(
+    workdir: pathlib.Path, saved: ml_collections.ConfigDict, config: ml_collections.ConfigDict
+) -> None:
+    """Raises unless the options that add to the saved state (the weights' moving average,
+    gradient clipping) are on or off as in the run ``saved`` (its config) was."""
+    for section, field in (('ema', 'decay'), ('optimizer', 'clip_grad_norm')):
+        was, now = saved.get(section, {}).get(field, 0), config[section][field]
+        if bool(was) != bool(now):
+            raise checkpoint.RunMismatchError(
+                f'{workdir} holds a run with {section}.{field}={was!r}, but the config asks for '
+                f'{section}.{field}={now!r}: turning it on or off changes the saved state. Use '
+                'another --workdir, or keep it on or off as it was (its value may change).'
+            )
+
+
 def _epoch_bar(step: int, steps_per_epoch: int, num_epochs: int, is_primary: bool) -> tqdm:
     """The progress bar of the epoch that ``step`` is in (shown by process 0 only)."""
     epoch = step // steps_per_epoch
@@ -274,6 +332,7 @@ def _epoch_line(record: dict[str, float]) -> str:
     return (
         f'epoch {r["epoch"]:.2f}: train loss {r["train_loss"]:.4f} acc {r["train_accuracy"]:.4f} '
         f'| valid loss {r["valid_loss"]:.4f} acc {r["valid_accuracy"]:.4f}'
+        + (f' (ema {r["valid_accuracy_ema"]:.4f})' if 'valid_accuracy_ema' in r else '')
     )
 
 
