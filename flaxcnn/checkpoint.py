@@ -24,7 +24,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
-from flaxcnn import models, steps
+from flaxcnn import models, recipes, steps
 from flaxcnn.data import datasets, pipeline
 from flaxcnn.steps import TrainState
 
@@ -262,14 +262,17 @@ class Checkpoints:
         """Only the JSON metadata of ``step``."""
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
-    def restore_variables(self, step: int, params: Any, batch_stats: Any) -> tuple[Any, Any]:
-        """Only the params and batch statistics of ``step``, shaped like the abstract
-        ``params`` and ``batch_stats``, on the first local device; the optimizer state is
-        never read."""
+    def restore_variables(
+        self, step: int, params: Any, batch_stats: Any, *, ema: bool = False
+    ) -> tuple[Any, Any]:
+        """Only the params and batch statistics of ``step`` (with ``ema``, their moving
+        averages), shaped like the abstract ``params`` and ``batch_stats``, on the first local
+        device; the optimizer state is never read."""
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        prefix = 'ema_' if ema else ''
         target = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-            {'params': params, 'batch_stats': batch_stats},
+            {f'{prefix}params': params, f'{prefix}batch_stats': batch_stats},
         )
         restored = self.manager.restore(
             step,
@@ -281,7 +284,7 @@ class Checkpoints:
                 )
             ),
         ).state
-        return restored['params'], restored['batch_stats']
+        return restored[f'{prefix}params'], restored[f'{prefix}batch_stats']
 
     def restore(self, step: int, target: TrainState) -> tuple[TrainState, dict[str, Any]]:
         """State (shaped and placed like ``target``) and metadata of ``step``."""
@@ -327,9 +330,13 @@ class Run:
 
     @property
     def forward(self) -> Callable:
-        """The run's inference function (``steps.make_forward``), its normalization included."""
+        """The run's inference function (``steps.make_forward``), its normalization and
+        test-time augmentation included."""
         return steps.make_forward(
-            nnx.graphdef(self.model), mean=self.meta['mean'], std=self.meta['std']
+            nnx.graphdef(self.model),
+            mean=self.meta['mean'],
+            std=self.meta['std'],
+            tta=recipes.Recipe.from_config(self.config).tta,
         )
 
 
@@ -341,7 +348,8 @@ def load_run(workdir: str | pathlib.Path, step: int | None = None) -> Run:
     """The run in ``workdir`` at ``step`` (default: its best checkpoint), without an optimizer.
 
     The model is built abstractly from the saved model name and arguments, then given the
-    checkpoint's params and batch statistics.
+    checkpoint's params and batch statistics: their moving averages where those won the
+    checkpoint's validation (``meta['weights'] == 'ema'``).
     """
     workdir = pathlib.Path(workdir)
     if not (workdir / 'checkpoints').is_dir():
@@ -353,7 +361,9 @@ def load_run(workdir: str | pathlib.Path, step: int | None = None) -> Run:
         abstract = nnx.eval_shape(lambda: create_model(meta, rngs=nnx.Rngs(0)))
         abstract.eval()
         graphdef, params, batch_stats = nnx.split(abstract, nnx.Param, nnx.BatchStat)
-        return meta, nnx.merge(graphdef, *ckpts.restore_variables(step, params, batch_stats))
+        ema = meta.get('weights') == 'ema'
+        variables = ckpts.restore_variables(step, params, batch_stats, ema=ema)
+        return meta, nnx.merge(graphdef, *variables)
 
     try:
         if step is None:  # the best intact one

@@ -27,6 +27,15 @@ def class_weights(counts: Sequence[int], mode: str) -> np.ndarray | None:
     return weights.astype(np.float32)
 
 
+def loss_weights(mode: str, dataset) -> np.ndarray | None:
+    """``class_weights`` of ``dataset``'s train split; counted only when ``mode`` needs them."""
+    if mode != 'weighted_loss':
+        return None
+    from flaxcnn.data import datasets
+
+    return class_weights(datasets.count_classes(dataset, 'train'), mode)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class BalancedDraw(grain.transforms.Map):
     """Draw ``t`` of an endless run -> an index into the train split, classes visited evenly.

@@ -218,8 +218,11 @@ def _write_roc(plt, binary: dict[str, Any], path: pathlib.Path, name: str) -> No
 
 
 def summary_fields(metrics: dict[str, Any], prefix: str = 'test_') -> dict[str, Any]:
-    """The metrics beyond accuracy of an evaluation, flat, for summary.json."""
+    """The metrics of an evaluation, flat, for summary.json."""
     fields = {
+        f'{prefix}accuracy': metrics['accuracy'],
+        f'{prefix}loss': metrics['loss'],
+        f'{prefix}macro_recall': metrics['macro_recall'],
         f'{prefix}balanced_accuracy': metrics['balanced_accuracy'],
         f'{prefix}macro_f1': metrics['macro_f1'],
     }
@@ -239,4 +242,4 @@ def summary_fields(metrics: dict[str, Any], prefix: str = 'test_') -> dict[str, 
                 f'{prefix}specificity_at_threshold': chosen.get('specificity'),
             }
         )
-    return fields
+    return fields | {'class_counts': metrics['class_counts']}

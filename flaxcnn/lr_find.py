@@ -23,7 +23,7 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
-from flaxcnn import checkpoint, cli, distributed, ops, optim, recipes, steps, training
+from flaxcnn import checkpoint, cli, distributed, ops, optim, recipes, steps, training, transfer
 from flaxcnn.config import validate
 from flaxcnn.data import datasets, pipeline
 
@@ -80,6 +80,7 @@ def range_test(
     dataset = datasets.load(config.dataset)
     mesh = distributed.create_mesh()
     distributed.check_divisible(mesh, batch_size=config.batch_size)
+    config = transfer.resolve_normalization(config, channels=dataset.image_shape[-1])
     identity = checkpoint.run_identity(config, dataset)
     model = checkpoint.create_model(identity, rngs=nnx.Rngs(config.seed))
     tx = optim.create_optimizer(config)

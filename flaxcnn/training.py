@@ -84,74 +84,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     # ------------------------------------------------------------------ restore
     checkpoints = checkpoint.Checkpoints(workdir, max_to_keep=config.checkpoint.max_to_keep)
     clock = Clock(config.time_budget_s, schedule_reads_seconds=schedule.clock == 'seconds')
-    step, best_valid_accuracy, init_source = 0, 0.0, None
-
-    def resume(step: int):  # the identity first: another run's state would not fit
-        saved = checkpoints.read_meta(step)
-        checkpoint.check_identity(workdir, saved, identity)
-        _check_same_state_layout(workdir, ml_collections.ConfigDict(saved['config']), config)
-        return checkpoints.restore(step, state)
-
-    latest, restored = checkpoints.read_intact(resume, newest=True)
-    if latest is not None:
-        state, saved = restored
-        progress = saved['progress']
-        step, best_valid_accuracy = progress['step'], progress['best_valid_accuracy']
-        clock.load(progress)
-        init_source = saved.get('init')
-        if is_primary:
-            print(f'Resuming {workdir} from step {latest}.', file=sys.stderr, flush=True)
-    elif transfer.init_source(config):  # a new run's start: a resumed run has its checkpoint
-        params, batch_stats, report = transfer.load_initial_variables(
-            config, state.params, state.batch_stats
-        )
-        state = state.replace(params=params, batch_stats=batch_stats)
-        state = jax.device_put(state, distributed.replicated(mesh))
-        init_source = report.record
-        if is_primary:
-            print(report.text(), file=sys.stderr, flush=True)
+    state, saved = _restore(checkpoints, state, config, identity, mesh, workdir, is_primary)
+    step, best_valid_accuracy = saved['progress']['step'], saved['progress']['best_valid_accuracy']
+    clock.load(saved['progress'])
+    init_source = saved['init']
     config_json = json.loads(config.to_json_best_effort())
 
-    def meta(weights: str = 'raw') -> dict[str, Any]:  # identity, progress, config
+    def meta(weights: str = 'raw') -> dict[str, Any]:  # identity, progress, config, weights
         now = {'step': step, **clock.save(), 'best_valid_accuracy': best_valid_accuracy}
-        return {
-            **identity,
-            'progress': now,
-            'config': config_json,
-            'init': init_source,
-            'weights': weights,
-        }
+        run = {'config': config_json, 'init': init_source, 'weights': weights}
+        return {**identity, 'progress': now, **run}
 
     # ------------------------------------------------------------------ compile
     start = time.perf_counter()
     forward = steps.make_forward(eval_graphdef, mean=mean, std=std, tta=recipe.tta)
     variables = steps.inference_variables(state)
-    class_weights = None
-    if config.input.class_balance == 'weighted_loss':
-        train_counts = datasets.count_classes(dataset, 'train')
-        class_weights = class_balance.class_weights(train_counts, config.input.class_balance)
+    class_weights = class_balance.loss_weights(config.input.class_balance, dataset)
     train_step = steps.make_train_step(
-        train_graphdef,
-        tx,
-        schedule.fn,
-        mean=mean,
-        std=std,
-        recipe=recipe,
+        train_graphdef, tx, schedule.fn, mean=mean, std=std, recipe=recipe,
         class_weights=class_weights,
-    )
+    )  # fmt: skip
     with ops.use(config.ops):  # both steps are traced and compiled here, ahead of time
         evaluator = evaluation.Evaluator(
             config, dataset, forward, variables, mesh, workdir / 'eval'
         )
-        train_step = (
-            distributed.jit_train_step(train_step, mesh)
-            .lower(
-                state,
-                distributed.batch_spec(mesh, config.batch_size, input_shape, with_mask=False),
-                jax.ShapeDtypeStruct((), jnp.float32),
-            )
-            .compile()
-        )
+        train_step = _compile(train_step, state, mesh, config.batch_size, input_shape)
     compile_seconds = time.perf_counter() - start
     malloc.keep_freed_memory(train_step)
 
@@ -194,15 +151,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         with clock.evaluating():  # validation counts as training time while the budget lasts
             train_time = time.perf_counter() - epoch_start
             s = _fetch_finite(sums, checkpoints)
-            # The averaged weights first: eval/validation.json is left with the raw weights'.
-            valid_ema = (
-                evaluator.run(steps.with_ema_weights(state), 'validation')
-                if recipe.ema_decay
-                else None
-            )
-            valid = evaluator.run(state, 'validation')
+            valid, weights, score = _validate(evaluator, state, ema=bool(recipe.ema_decay))
         step_seconds, images = step_seconds + train_time, images + int(s['count'])
-        weights, score = _better_weights(valid, valid_ema)
         best_valid_accuracy = max(best_valid_accuracy, score)
         checkpoints.save(step, state, meta(weights), valid_accuracy=score)
         if is_primary:
@@ -210,16 +160,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                 'epoch': step / spe,
                 'train_loss': float(s['loss'] / s['count']),
                 'train_accuracy': float(s['correct'] / s['count']),
-                'valid_loss': valid['loss'],
-                'valid_accuracy': valid['accuracy'],
-                **(
-                    {
-                        'valid_loss_ema': valid_ema['loss'],
-                        'valid_accuracy_ema': valid_ema['accuracy'],
-                    }
-                    if valid_ema
-                    else {}
-                ),
+                **valid,
                 'learning_rate': float(schedule.fn(clock.schedule_input(step))),
                 'images_per_second': (step - first_step) * config.batch_size / train_time,
                 'elapsed_seconds': clock.seconds,
@@ -243,11 +184,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         'best_valid_accuracy': best_valid_accuracy,
         'best_step': best_step,
         'best_weights': best_weights,
-        'test_accuracy': test['accuracy'],
-        'test_loss': test['loss'],
-        'test_macro_recall': test['macro_recall'],
         **evaluation.summary_fields(test),
-        'class_counts': test['class_counts'],
         'epochs_completed': step / spe,
         'steps': step,
         'stopped_by': stopped_by,
@@ -256,10 +193,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         'compile_seconds': compile_seconds,
         'dataset_seconds': dataset_seconds,
         'dataset_prepare_seconds': dataset.prepare_seconds,
+        'init': init_source,
         'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         'num_devices': mesh.devices.size,
         'num_processes': jax.process_count(),
-        'init': init_source,
     }
     checkpoints.close()
     if is_primary:
@@ -289,6 +226,55 @@ def train_dataset(
         num_shards=num_shards,
         class_balance=config.input.class_balance,
     )
+
+
+def _restore(checkpoints, state, config, identity, mesh, workdir, is_primary: bool):
+    """(state, metadata) of the run's newest intact checkpoint; for a new run, ``state`` (with
+    the ``init.source`` weights, if any) and the metadata of step 0. A resumed run never
+    reloads its initial weights: they are in its checkpoints."""
+
+    def resume(step: int):  # the identity first: another run's state would not fit
+        saved = checkpoints.read_meta(step)
+        checkpoint.check_identity(workdir, saved, identity)
+        _check_same_state_layout(workdir, ml_collections.ConfigDict(saved['config']), config)
+        return checkpoints.restore(step, state)
+
+    latest, restored = checkpoints.read_intact(resume, newest=True)
+    if latest is not None:
+        if is_primary:
+            print(f'Resuming {workdir} from step {latest}.', file=sys.stderr, flush=True)
+        state, saved = restored
+        return state, {**saved, 'init': saved.get('init')}
+    progress = {'step': 0, 'train_seconds': 0.0, 'best_valid_accuracy': 0.0}
+    new_run = {'progress': progress, 'init': None}
+    if not transfer.init_source(config):
+        return state, new_run
+    params, batch_stats, report = transfer.load_initial_variables(
+        config, state.params, state.batch_stats
+    )
+    if is_primary:
+        print(report.text(), file=sys.stderr, flush=True)
+    state = state.replace(params=params, batch_stats=batch_stats)
+    return jax.device_put(state, distributed.replicated(mesh)), {**new_run, 'init': report.record}
+
+
+def _compile(train_step, state, mesh, batch_size: int, input_shape: tuple[int, ...]):
+    """``train_step`` compiled ahead of time for ``state`` and global batches of the mesh."""
+    batch = distributed.batch_spec(mesh, batch_size, input_shape, with_mask=False)
+    jitted = distributed.jit_train_step(train_step, mesh)
+    return jitted.lower(state, batch, jax.ShapeDtypeStruct((), jnp.float32)).compile()
+
+
+def _validate(evaluator: evaluation.Evaluator, state, *, ema: bool) -> tuple[dict, str, float]:
+    """(the epoch record's validation fields, 'ema' or 'raw', its accuracy): with ``ema`` the
+    moving average is validated too."""
+    # The averaged weights first: eval/validation.json is left with the raw weights' report.
+    averaged = evaluator.run(steps.with_ema_weights(state), 'validation') if ema else None
+    raw = evaluator.run(state, 'validation')
+    fields = {'valid_loss': raw['loss'], 'valid_accuracy': raw['accuracy']}
+    if averaged is not None:
+        fields |= {'valid_loss_ema': averaged['loss'], 'valid_accuracy_ema': averaged['accuracy']}
+    return fields, *_better_weights(raw, averaged)
 
 
 def _better_weights(valid: dict, valid_ema: dict | None) -> tuple[str, float]:

@@ -342,6 +342,13 @@ def test_the_averaged_weights_when_better_are_checkpointed_as_best_and_tested(
     for path, array in tested.items():
         np.testing.assert_array_equal(array, averaged[path])
 
+    run = checkpoint.load_run(tmp_path)  # evaluate and predict: the same weights, with TTA
+    assert run.step == 6 and run.forward is not None and forwards[-1]['tta'] == 1
+    loaded = _by_path(nnx.to_pure_dict(nnx.state(run.model, nnx.Param)))
+    assert loaded.keys() == averaged.keys()
+    for path, array in loaded.items():
+        np.testing.assert_array_equal(array, averaged[path])
+
     monkeypatch.undo()  # resuming without the average is refused before any work
     smoke_config.num_epochs, smoke_config.ema.decay = 2, 0.0
     with pytest.raises(checkpoint.RunMismatchError, match='ema.decay=0.9'):
