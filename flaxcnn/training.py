@@ -284,19 +284,35 @@ def _better_weights(valid: dict, valid_ema: dict | None) -> tuple[str, float]:
     return 'raw', valid['accuracy']
 
 
+def _state_layout(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The settings that shape the saved state (the optimizer's state, the moving average),
+    as a config saved before some of them existed has them."""
+    opt, ft = config.optimizer, config.get('finetune', {})
+    return {
+        'optimizer.name': opt.name,
+        'optimizer.weight_decay on': bool(opt.weight_decay),
+        'optimizer.clip_grad_norm on': bool(opt.get('clip_grad_norm', 0)),
+        'ema.decay on': bool(config.get('ema', {}).get('decay', 0)),
+        'finetune.freeze': ft.get('freeze', 'none'),
+        'finetune.backbone_lr_scale or head_warmup_steps on': (
+            ft.get('backbone_lr_scale', 1) != 1 or bool(ft.get('head_warmup_steps', 0))
+        ),
+    }
+
+
 def _check_same_state_layout(
     workdir: pathlib.Path, saved: ml_collections.ConfigDict, config: ml_collections.ConfigDict
 ) -> None:
-    """Raises unless the options that add to the saved state (the weights' moving average,
-    gradient clipping) are on or off as in the run ``saved`` (its config) was."""
-    for section, field in (('ema', 'decay'), ('optimizer', 'clip_grad_norm')):
-        was, now = saved.get(section, {}).get(field, 0), config[section][field]
-        if bool(was) != bool(now):
-            raise checkpoint.RunMismatchError(
-                f'{workdir} holds a run with {section}.{field}={was!r}, but the config asks for '
-                f'{section}.{field}={now!r}: turning it on or off changes the saved state. Use '
-                'another --workdir, or keep it on or off as it was (its value may change).'
-            )
+    """Raises unless the settings that shape the saved state are as in the run ``saved`` (its
+    config): a resumed state of another shape would not fit."""
+    was, now = _state_layout(saved), _state_layout(config)
+    changed = [f'{k}: {was[k]!r} -> {now[k]!r}' for k in was if was[k] != now[k]]
+    if changed:
+        raise checkpoint.RunMismatchError(
+            f'{workdir} holds a run whose saved state has another shape than this config '
+            f'asks for ({"; ".join(changed)}). Use another --workdir, or set these as they were '
+            '(values may change, not whether they are on).'
+        )
 
 
 def _epoch_bar(step: int, steps_per_epoch: int, num_epochs: int, is_primary: bool) -> tqdm:

@@ -3,6 +3,8 @@ MyNet v2: frozen parameters and BatchNorms, the backbone's learning-rate scale, 
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,8 +12,8 @@ import optax
 import pytest
 from flax import nnx
 
-from flaxcnn import finetune, models, optim, steps
-from flaxcnn.config import ConfigError
+from flaxcnn import checkpoint, finetune, models, optim, steps, training
+from flaxcnn.config import ConfigError, default_config
 
 
 def tiny_model():
@@ -138,3 +140,24 @@ def test_without_finetuning_the_optimizer_is_the_plain_one(smoke_config):
     wrapped = finetune.wrap_optimizer(optim.create_optimizer, smoke_config, groups).init(params)
     plain = optim.create_optimizer(smoke_config).init(params)
     assert jax.tree.structure(wrapped) == jax.tree.structure(plain)  # old checkpoints resume
+
+
+@pytest.mark.parametrize(
+    'field, value, named',
+    [
+        ('finetune.freeze', 'backbone', "finetune.freeze: 'none' -> 'backbone'"),
+        ('finetune.backbone_lr_scale', 0.1, 'head_warmup_steps on: False -> True'),
+        ('optimizer.name', 'sgd', "optimizer.name: 'adam' -> 'sgd'"),
+        ('optimizer.weight_decay', 1e-4, 'optimizer.weight_decay on: False -> True'),
+    ],
+)
+def test_resuming_with_a_setting_that_reshapes_the_state_is_refused_by_name(
+    tmp_path, field, value, named
+):
+    saved, config = default_config(), default_config()
+    section, name = field.split('.')
+    config[section][name] = value
+    with pytest.raises(checkpoint.RunMismatchError, match=re.escape(named)):
+        training._check_same_state_layout(tmp_path, saved, config)
+    config[section][name] = saved[section][name]
+    training._check_same_state_layout(tmp_path, saved, config)  # the same shape resumes

@@ -351,5 +351,5 @@ def test_the_averaged_weights_when_better_are_checkpointed_as_best_and_tested(
 
     monkeypatch.undo()  # resuming without the average is refused before any work
     smoke_config.num_epochs, smoke_config.ema.decay = 2, 0.0
-    with pytest.raises(checkpoint.RunMismatchError, match='ema.decay=0.9'):
+    with pytest.raises(checkpoint.RunMismatchError, match='ema.decay on: True -> False'):
         training.train_and_evaluate(smoke_config, tmp_path)
