@@ -43,22 +43,16 @@ import tempfile
 import ml_collections
 
 from flaxcnn.config import from_file
-from flaxcnn.data import datasets
+from flaxcnn.data import datasets, folders
 from flaxcnn.training import train_and_evaluate
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PRESET_CONFIG = REPO / 'configs' / 'fruits_cnn.py'
 FOLDER_CONFIG = REPO / 'configs' / 'folder_cnn.py'
 SOURCE_SPLITS = {'train': 'Training', 'test': 'Test'}
-# The preset's dataset fields every layout row uses too (its image size, channels, split policy).
-SHARED_DATASET_FIELDS = (
-    'image_size',
-    'channels',
-    'resize',
-    'validation_fraction',
-    'min_validation_per_class',
-    'seed',
-)
+# The preset's folder-builder fields the layout rows take too (image size, channels, split
+# policy); the folder (or label file) is each layout's own.
+OWN_DATASET_FIELDS = ('folder', 'labels', 'splits')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,8 +143,9 @@ def make_config(
     config = from_file(PRESET_CONFIG)
     if layout.config != PRESET_CONFIG:
         preset_dataset, config.dataset = config.dataset, from_file(layout.config).dataset
-        for field in SHARED_DATASET_FIELDS:
-            config.dataset[field] = preset_dataset[field]
+        for field in folders.CONFIG_FIELDS:
+            if field in preset_dataset and field not in OWN_DATASET_FIELDS:
+                config.dataset[field] = preset_dataset[field]
     for dotted, value in layout.fields.items():
         *parents, field = dotted.split('.')
         node = config.dataset
