@@ -134,11 +134,12 @@ def test_cache_names_do_not_depend_on_case_and_presets_keep_theirs(tmp_path):
 
     upper, lower = name(train='Train'), name(train='train')
     assert upper.lower() != lower.lower() and upper == upper.lower()
-    # The presets keep the builder, version and config name of the data they prepared before.
+    # The presets keep the builder and config name of the data they prepared before; version
+    # 1.1.0 (layout-independent carving) is prepared beside 1.0.0.
     config = load_config('fruits_cnn').dataset
     config.update(data_dir=str(tmp_path), folder='/data/fruits')
     b = datasets.builder(config)
-    assert (b.name, str(b.version)) == ('fruits360', '1.0.0')
+    assert (b.name, str(b.version)) == ('fruits360', '1.1.0')
     assert b.builder_config.name == '100px_3ch_crop_val0.1-min10_seed0_src' + (
         folders._short_hash('/data/fruits')
     )
@@ -179,7 +180,7 @@ def test_a_class_with_one_image_cannot_be_carved_and_is_named(tmp_path):
     root = _classes(tmp_path / 'few', {'many': 5, 'lonely': 1})
     with pytest.raises(DatasetError, match="Class 'lonely' has 1 image.*at least 3"):
         datasets.load(_config(tmp_path, root))
-    assert not list((tmp_path / 'data').glob('image_folder/*/1.0.0'))  # nothing prepared
+    assert not list((tmp_path / 'data').glob('image_folder/*/[0-9]*'))  # no version prepared
 
 
 def test_a_split_with_classes_train_lacks_is_an_error(tmp_path):
@@ -250,3 +251,30 @@ def test_folder_cnn_trains_on_an_imbalanced_binary_folder(tmp_path):
     assert (positive, threshold) == ('PNEUMONIA', summary['threshold'])
     predictor = Predictor(str(tmp_path / 'run'))
     assert predictor.load(str(root / 'NORMAL' / '0.png')).shape == (16, 16, 1)
+
+
+def _records(config) -> dict[str, list[tuple[bytes, int]]]:
+    ds = datasets.load(config)
+    return {
+        split: [(r['image'].tobytes(), int(r['label'])) for r in source]
+        for split, source in ds.splits.items()
+    }
+
+
+def test_the_same_files_in_any_layout_prepare_the_same_splits(tmp_path):
+    """Carving and record order follow class and file names, not the folders around them."""
+    first, second = tmp_path / 'first', tmp_path / 'second'
+    for root, train, test in ((first, 'Training', 'Test'), (second, 'train', 'TESTING')):
+        _classes(root / train, {'x': 12, 'y': 9})
+        _classes(root / test, {'x': 3, 'y': 3})
+    labels = tmp_path / 'labels.csv'
+    rows = [f'first/{s}/{c}/{c}{i}.png,{c},{s.lower()}' for s, n in (('Training', 12), ('Test', 3))
+            for c in 'xy' for i in range(n if c == 'x' or s == 'Test' else 9)]  # fmt: skip
+    labels.write_text(
+        'path,label,split\n' + '\n'.join(r.replace(',training', ',train') for r in rows)
+    )
+    reference = _records(_config(tmp_path, first, validation_fraction=0.25))
+    assert len(reference['validation']) == 3 + 2  # carved: a quarter of each class
+    assert _records(_config(tmp_path, second, validation_fraction=0.25)) == reference
+    by_file = _config(tmp_path, labels=str(labels), validation_fraction=0.25)
+    assert _records(by_file) == reference

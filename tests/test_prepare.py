@@ -190,15 +190,17 @@ def test_many_shards_without_tensorflow_every_image_once_in_stored_order(
     assert got == _split_identities(datasets.load(configs['in_process']))
     info = datasets.builder(configs['workers']).info
     assert info.splits['train'].num_shards == -(-(3 * 60 - 3 * 12) // 16) > 1
-    # Every good file exactly once; each split in the stored order of its files' keys.
+    # Every good file exactly once; each split in the stored order of its files' ids.
+    scan = folders.scan_folder(info.metadata['source'], folders.Fruits360.LAYOUT)
     splits, _ = folders.assign_splits(
-        folders.scan_folder(info.metadata['source'], folders.Fruits360.LAYOUT),
+        scan,
         validation_fraction=0.2,
         min_validation_per_class=10,
         seed=0,
     )
     for split, samples in splits.items():
-        stored = [samples[i] for i in sharded.stored_order([s.key for s in samples], split)]
+        ids = [folders._file_id(s, scan.class_names) for s in samples]
+        stored = [samples[i] for i in sharded.stored_order(ids, split)]
         assert got[split] == [identities[s.key] for s in stored if s.key in identities]
     assert sorted(itertools.chain(*got.values())) == sorted(identities.values())
     assert info.metadata['bad_files'] == 3 * 2

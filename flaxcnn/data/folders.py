@@ -26,8 +26,8 @@ Policies (all recorded in the prepared dataset's metadata):
 * Validation: a provided validation folder is used when each of its classes has at least
   ``min_validation_per_class`` images. Otherwise (Fruits-360 has none; chest_xray's ``val`` has
   16 images) its images, if any, join train, and a stratified ``validation_fraction`` of train is
-  carved off, chosen by a seeded hash of each file's path relative to the folder, so the split is
-  deterministic and independent of where the folder lives. Carving works on the file list, so
+  carved off, chosen by a seeded hash of each file's class and file name (``_file_id``), so the
+  split is deterministic and the same in every layout of the same files and wherever they live. Carving works on the file list, so
   a bad file is dropped from whichever split it falls in. The test split is used as is; a
   dataset without one has a stratified ``test_fraction`` carved from train first. A class too
   small to carve from is an error that names it.
@@ -39,7 +39,7 @@ Policies (all recorded in the prepared dataset's metadata):
   one flat color is an error.
 * Mean and std per channel of the written (post-resize) train split go into the metadata,
   counted while it is written (one pass over the images).
-* Writing (``sharded``): every split in ``sharded.stored_order`` of its files' keys, decoded
+* Writing (``sharded``): every split in ``sharded.stored_order`` of its files' ids, decoded
   on all cores and streamed to ArrayRecord shards, so memory stays bounded whatever the
   dataset's size.
 """
@@ -89,8 +89,13 @@ def _rank(seed: int, key: str) -> bytes:
     return hashlib.sha256(f'{seed}:{key}'.encode()).digest()
 
 
+def _file_id(sample: Sample, class_names: tuple[str, ...]) -> str:
+    """A file's name in every layout: its class and file name, not the folders it sits in."""
+    return f'{class_names[sample.label]}/{sample.key.rsplit("/", 1)[-1]}'
+
+
 def _carve(
-    samples: list[Sample], num_classes: int, fraction: float, seed: int, salt: str
+    samples: list[Sample], class_names: tuple[str, ...], fraction: float, seed: int, salt: str
 ) -> tuple[list[Sample], list[Sample]]:
     """(kept, carved), stratified: per class at least one carved and one kept, chosen by a
     seeded hash of each key (so independent of where the folder lives), each sorted by key."""
@@ -98,8 +103,10 @@ def _carve(
     for sample in samples:
         by_class[sample.label].append(sample)
     kept, carved = [], []
-    for label in range(num_classes):
-        members = sorted(by_class[label], key=lambda s: _rank(seed, salt + s.key))
+    for label in range(len(class_names)):
+        members = sorted(
+            by_class[label], key=lambda s: (_rank(seed, salt + _file_id(s, class_names)), s.key)
+        )
         n = min(max(1, round(fraction * len(members))), len(members) - 1)
         carved += members[:n]
         kept += members[n:]
@@ -150,11 +157,11 @@ def assign_splits(
     if 'test' in scan.splits:
         test = scan.splits['test']
     else:
-        train, test = _carve(train, num_classes, test_fraction, seed, 'test:')
+        train, test = _carve(train, scan.class_names, test_fraction, seed, 'test:')
     if info:
         validation = provided
     else:
-        train, validation = _carve(train, num_classes, validation_fraction, seed, '')
+        train, validation = _carve(train, scan.class_names, validation_fraction, seed, '')
         info = {
             'policy': 'carved',
             'reason': reason,
@@ -295,9 +302,11 @@ class ImageFolder(sharded.ShardedBuilder, skip_registration=True):
     """Any folder of images in a layout ``layouts.detect`` knows: scan, assign splits, decode
     on all cores, report bad files. Presets (Fruits360, ChestXray) fix the layout instead."""
 
-    VERSION = tfds.core.Version('1.0.0')
+    VERSION = tfds.core.Version('1.1.0')
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
         '1.0.0': 'First release.',
+        '1.1.0': 'Carving and record order follow class and file names, not the folders the '
+        'files sit in, so any layout of the same files prepares the same splits.',
     }
     LAYOUT: Layout | None = None  # None: detected
     DESCRIPTION = 'Images from a local folder or label file, classes from their labels.'
@@ -398,7 +407,10 @@ class ImageFolder(sharded.ShardedBuilder, skip_registration=True):
             ignored_files=scan.ignored,
         )
         return {
-            split: (len(files), self._examples(split, _in_stored_order(files, split)))
+            split: (
+                len(files),
+                self._examples(split, _in_stored_order(files, split, scan.class_names)),
+            )
             for split, files in splits.items()
         }
 
@@ -500,8 +512,9 @@ def _auto_channels(cfg: FolderConfig, layout: Layout | None) -> int:
     return _resolved_channels[key]
 
 
-def _in_stored_order(files: list[Sample], split: str) -> list[Sample]:
-    return [files[i] for i in sharded.stored_order([f.key for f in files], split)]
+def _in_stored_order(files: list[Sample], split: str, class_names) -> list[Sample]:
+    ids = [_file_id(f, class_names) for f in files]
+    return [files[i] for i in sharded.stored_order(ids, split)]
 
 
 class Fruits360(ImageFolder):
