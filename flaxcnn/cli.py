@@ -108,6 +108,15 @@ def _silence_tensorflow_banner() -> None:
             object.__setattr__(value, 'error_callback', None)  # its setattr would import it
 
 
+def define_once(name: str, define: Callable[[], flags.FlagHolder]) -> flags.FlagHolder:
+    """``define()``, unless a flag ``name`` exists: then a holder of that one. Commands share
+    ``--config`` and ``--workdir``, and importing two command modules in one process (tests,
+    a notebook) must not fail with a duplicate flag."""
+    if name in flags.FLAGS:
+        return flags.FlagHolder(flags.FLAGS, flags.FLAGS[name])
+    return define()
+
+
 def run(main: Callable[[list[str]], None]) -> None:
     """``absl.app.run(main)`` with user errors reported in one line (see the module docstring)."""
     app.run(report_errors(main), flags_parser=_parse_flags)

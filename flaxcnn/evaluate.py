@@ -11,7 +11,10 @@ from absl import app, flags
 from flaxcnn import checkpoint, cli, distributed, evaluation, ops
 from flaxcnn.data import datasets
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory written by flaxcnn.train.')
+_WORKDIR = cli.define_once(
+    'workdir',
+    lambda: flags.DEFINE_string('workdir', None, 'Run directory written by flaxcnn.train.'),
+)
 _SPLIT = flags.DEFINE_enum('split', 'test', ['test', 'validation'], 'Split to evaluate.')
 _DATA_DIR = flags.DEFINE_string(
     'data_dir', None, 'Where the prepared datasets live, if not where the run had them.'

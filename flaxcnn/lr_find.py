@@ -27,10 +27,16 @@ from flaxcnn import checkpoint, cli, distributed, ops, optim, recipes, steps, tr
 from flaxcnn.config import validate
 from flaxcnn.data import datasets, pipeline
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Experiment config file, e.g. configs/glyph.py.', lock_config=True
+_CONFIG = cli.define_once(
+    'config',
+    lambda: config_flags.DEFINE_config_file(
+        'config', None, 'Experiment config file, e.g. configs/glyph.py.', lock_config=True
+    ),
 )
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Where to write lr_find.png (default: cwd).')
+_WORKDIR = cli.define_once(
+    'workdir',
+    lambda: flags.DEFINE_string('workdir', None, 'Where to write lr_find.png (default: cwd).'),
+)
 _MIN_LR = flags.DEFINE_float('min_lr', 1e-6, 'The rate of the first step.')
 _MAX_LR = flags.DEFINE_float('max_lr', 1.0, 'The rate of the last step.')
 _STEPS = flags.DEFINE_integer('steps', 100, 'Steps from min_lr to max_lr.')

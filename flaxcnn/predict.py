@@ -22,7 +22,10 @@ from absl import app, flags
 from flaxcnn import checkpoint, cli, ops
 from flaxcnn.data import augment, folders
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory written by flaxcnn.train.')
+_WORKDIR = cli.define_once(
+    'workdir',
+    lambda: flags.DEFINE_string('workdir', None, 'Run directory written by flaxcnn.train.'),
+)
 _TOP_K = flags.DEFINE_integer('top_k', 5, 'How many classes to show per image.')
 _THRESHOLD = flags.DEFINE_string(
     'threshold',

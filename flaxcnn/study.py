@@ -20,8 +20,11 @@ from flaxcnn.studies.spec import Study
 _STUDY = config_flags.DEFINE_config_file(
     'study', None, 'Study config file, e.g. configs/studies/smoke.py.', lock_config=True
 )
-_WORKDIR = flags.DEFINE_string(
-    'workdir', None, 'Study directory (default: studies/<study file name>).'
+_WORKDIR = cli.define_once(
+    'workdir',
+    lambda: flags.DEFINE_string(
+        'workdir', None, 'Study directory (default: studies/<study file name>).'
+    ),
 )
 _PARALLEL = flags.DEFINE_integer(
     'parallel',

@@ -12,13 +12,19 @@ from ml_collections import config_flags
 
 from flaxcnn import cli, training
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Experiment config file, e.g. configs/glyph.py.', lock_config=True
+_CONFIG = cli.define_once(
+    'config',
+    lambda: config_flags.DEFINE_config_file(
+        'config', None, 'Experiment config file, e.g. configs/glyph.py.', lock_config=True
+    ),
 )
-_WORKDIR = flags.DEFINE_string(
+_WORKDIR = cli.define_once(
     'workdir',
-    None,
-    'Run directory for checkpoints, metrics and summary.json (default: runs/<config file name>).',
+    lambda: flags.DEFINE_string(
+        'workdir',
+        None,
+        'Run directory for checkpoints, metrics and summary.json (default: runs/<config file name>).',
+    ),
 )
 flags.mark_flags_as_required(['config'])
 
