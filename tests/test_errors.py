@@ -16,7 +16,7 @@ from absl import app
 from flaxcnn import checkpoint, cli
 from flaxcnn.config import ConfigError
 
-from helpers import REPO
+from helpers import REPO, command_env
 
 
 # ---------------------------------------------------------------- cli.report_errors
@@ -296,6 +296,7 @@ def test_bad_input_catalogue(command, fragment, status, tmp_path, request, data_
     out = subprocess.run(
         [sys.executable, '-m', *command(tmp_path, smoke_run, data_dir)],
         cwd=REPO,
+        env=command_env(),
         capture_output=True,
         text=True,
         timeout=300,
