@@ -10,7 +10,6 @@ import optax
 import pytest
 from flax import nnx
 from helpers import slow_case
-from helpers_models import quick_key, quick_rngs
 from jax import lax
 
 from flaxcnn import models, ops
@@ -455,15 +454,15 @@ def test_batch_norm_layer_keeps_nnx_state_and_eval_mode():
 
 def _loss_and_grads(name, **kwargs):
     model = models.create_model(
-        name, num_classes=52, in_channels=1, image_size=33, rngs=quick_rngs(), **kwargs
+        name, num_classes=52, in_channels=1, image_size=33, rngs=nnx.Rngs(0), **kwargs
     )
     graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-    x = _normal(0, (4, 33, 33, 1))
+    x = jax.random.normal(jax.random.key(1), (4, 33, 33, 1))
     labels = jnp.arange(4)
 
     def loss_fn(params):
         m = nnx.merge(graphdef, params, stats, copy=True)
-        logits = m(x, rngs=quick_key(2))
+        logits = m(x, rngs=jax.random.key(2))
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
     return jax.jit(jax.value_and_grad(loss_fn))(params)
