@@ -13,6 +13,7 @@ import pytest
 from flaxcnn.config import from_file
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+WITHOUT_TORCH = pathlib.Path(__file__).resolve().with_name('without_torch')
 
 
 def slow_case(*values):
@@ -39,17 +40,25 @@ def smoke_command(workdir, data_dir, *overrides) -> list[str]:
     ]
 
 
+def command_env(devices: int | None = None) -> dict[str, str]:
+    """The environment for a flaxcnn command a test starts: flaxcnn as a user installs it,
+    without PyTorch (a test-only dependency that tensorboardX imports whenever it is installed,
+    at every command's start), on ``devices`` simulated CPU devices if given."""
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(WITHOUT_TORCH), env.get('PYTHONPATH')]))
+    if devices:
+        env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+    return env
+
+
 def run_smoke(
     workdir, data_dir, *overrides, check: bool = True, devices: int | None = None
 ) -> subprocess.CompletedProcess:
     """Runs ``smoke_command`` to completion (on ``devices`` simulated CPU devices if given)."""
-    env = dict(os.environ)
-    if devices:
-        env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
     out = subprocess.run(
         smoke_command(workdir, data_dir, *overrides),
         cwd=REPO,
-        env=env,
+        env=command_env(devices),
         capture_output=True,
         text=True,
         timeout=300,
@@ -78,17 +87,18 @@ def final_state(workdir: pathlib.Path):
 
 
 def tiny_train_state(config, seed: int = 0):
-    """(train graphdef, optimizer, state) of a narrow MyNet v2 on 32x32 glyphs, built by ``config``."""
-    from flax import nnx
-
+    """(train graphdef, optimizer, state) of a narrow MyNet v2 on 32x32 glyphs, built by ``config``,
+    its weights and random key drawn from ``seed``."""
     from flaxcnn import models, optim, steps
+
+    from helpers_models import quick_rngs
 
     model = models.create_model(
         'mynet_v2',
         num_classes=52,
         in_channels=1,
         image_size=32,
-        rngs=nnx.Rngs(0),
+        rngs=quick_rngs(seed),
         widths=(8, 16, 32),
     )
     tx = optim.create_optimizer(config)

@@ -53,13 +53,19 @@ def every_conv_is_large(monkeypatch):
     monkeypatch.setattr(routes, 'LARGE_CONV_PIXELS', 0)
 
 
+def _normal(seed, shape):
+    """Standard normal float32 values drawn by NumPy: no random-number program to compile
+    (compiling JAX's is most of a small eager test's time)."""
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape, dtype=np.float32))
+
+
 def _value_and_grads(fn, *args, seed=1):
     """``fn(*args)`` and the gradients of ``<fn(*args), g>`` for a random ``g``.
 
     Run op by op: for these small tests faster than compiling the whole (unrolled) program.
     """
     y, vjp = jax.vjp(fn, *args)
-    return (y, *vjp(jax.random.normal(jax.random.key(seed), y.shape)))
+    return (y, *vjp(_normal(seed, y.shape)))
 
 
 def _conv_grad_hlo(loss, *args, argnums=1):
@@ -144,9 +150,8 @@ def test_tap_slices_are_the_pixels_each_tap_sees(stride, padding):
 
 
 def _assert_conv_matches_lax(size, kernel, stride, pad, cin, cout, route):
-    kx, kw = jax.random.split(jax.random.key(0))
-    x = jax.random.normal(kx, (2, size, size - 1, cin))
-    w = jax.random.normal(kw, (kernel, kernel, cin, cout))
+    x = _normal(0, (2, size, size - 1, cin))
+    w = _normal(2, (kernel, kernel, cin, cout))
     strides, padding = (stride, stride), ((pad, pad), (pad, pad))
     fast_conv = lambda x, w: routes.conv2d(x, w, strides, padding)
     jaxpr = str(jax.make_jaxpr(fast_conv)(x, w))  # the expected route is the one taken
@@ -247,8 +252,8 @@ def test_wide_strided_weight_gradient_keeps_the_transposed_output_gradient():
     # g^T is written once, by the conditional, and the per-tap dots read it as their lhs;
     # without the conditional XLA folds the transpose back into tap^T @ g.
     batch, size = 2, 8
-    x = jax.random.normal(jax.random.key(0), (batch, size, size, WIDE))
-    w = jax.random.normal(jax.random.key(1), (3, 3, WIDE, WIDE))
+    x = _normal(0, (batch, size, size, WIDE))
+    w = _normal(2, (3, 3, WIDE, WIDE))
     loss = lambda x, w: jnp.square(routes.conv2d(x, w, (2, 2), ((1, 1), (1, 1)))).sum()
     hlo = _conv_grad_hlo(loss, x, w)
     pixels = batch * (size // 2) ** 2
@@ -259,8 +264,8 @@ def test_stride_one_weight_gradient_is_one_eigen_convolution():
     # The channel-major input (batch as features) convolved with the output gradient, padded
     # to one row taller than the input: a top-level convolution, neither in a YNNPACK fusion
     # nor operand-swapped (window-reversed, which Eigen declines).
-    x = jax.random.normal(jax.random.key(0), (2, 6, 5, PIXEL_MAJOR))
-    w = jax.random.normal(jax.random.key(1), (3, 3, PIXEL_MAJOR, 8))
+    x = _normal(0, (2, 6, 5, PIXEL_MAJOR))
+    w = _normal(2, (3, 3, PIXEL_MAJOR, 8))
     hlo = _conv_grad_hlo(_same_conv_loss, x, w)
     convs = re.findall(rf'^  %\S+ = f32\[{PIXEL_MAJOR},3,3,8\]\S* convolution\(.*$', hlo, re.M)
     assert len(convs) == 1 and 'window={size=7x5 ' in convs[0], hlo
@@ -270,8 +275,8 @@ def test_stride_one_weight_gradient_is_one_eigen_convolution():
 def test_eigen_route_convs_stay_out_of_ynnpack(every_conv_is_large):
     # Forward pass and input gradient are top-level convolutions (Eigen) with one extra
     # output row; YNNPACK's would be fusions whose root is the convolution.
-    x = jax.random.normal(jax.random.key(0), (2, 6, 5, EIGEN))
-    w = jax.random.normal(jax.random.key(1), (3, 3, EIGEN, 8))
+    x = _normal(0, (2, 6, 5, EIGEN))
+    w = _normal(2, (3, 3, EIGEN, 8))
     hlo = _conv_grad_hlo(_same_conv_loss, x, w, argnums=(0, 1))
     taller = re.findall(rf'^  %\S+ = f32\[2,7,5,(?:8|{EIGEN})\]\S* convolution\(', hlo, re.M)
     assert len(taller) == 2, hlo
@@ -285,10 +290,9 @@ def test_eigen_route_convs_stay_out_of_ynnpack(every_conv_is_large):
     [slow_case(12, 3, 1), (12, 3, 2), slow_case(11, 5, 2), slow_case(9, 7, 1), slow_case(10, 7, 2)],
 )
 def test_depthwise_conv_matches_grouped_lax_conv_with_gradients(size, kernel, stride):
-    kx, kw = jax.random.split(jax.random.key(0))
     channels = 6
-    x = jax.random.normal(kx, (2, size, size - 1, channels))
-    w = jax.random.normal(kw, (kernel, kernel, 1, channels))
+    x = _normal(0, (2, size, size - 1, channels))
+    w = _normal(2, (kernel, kernel, 1, channels))
     pad = ((kernel // 2,) * 2,) * 2
 
     def run():  # a new function: traced afresh (not from jax's cache) with the ops in use
@@ -347,7 +351,7 @@ def _plain_max_pool(x, window, stride, padding):
     ],
 )
 def test_max_pool_matches_reduce_window(size, window, stride, padding, ties):
-    x = jax.random.normal(jax.random.key(0), (3, size, size + 1, 5))
+    x = _normal(0, (3, size, size + 1, 5))
     if ties:  # few distinct values: many windows hold several equal maxima
         x = jnp.round(x)
     fast_pool = lambda x: pooling.max_pool(x, window, stride, padding)
@@ -356,7 +360,7 @@ def test_max_pool_matches_reduce_window(size, window, stride, padding, ties):
     np.testing.assert_array_equal(y_fast, y_plain)
     np.testing.assert_allclose(g_fast, g_plain, **TOL)
     # Each output's gradient lands on one input: gradient mass is conserved.
-    g = jax.random.normal(jax.random.key(1), y_fast.shape)
+    g = _normal(1, y_fast.shape)  # the output gradient _value_and_grads drew
     np.testing.assert_allclose(g_fast.sum(), g.sum(), rtol=1e-4)
 
 
@@ -369,7 +373,7 @@ def test_max_pool_border_padding_is_minus_infinity():
 def test_max_pool_backward_reads_the_stored_argmax():
     # The compiled gradient computes the int8 window argmax once, before the conditional
     # that stores it, instead of re-deriving it inside the backward fusion.
-    x = jax.random.normal(jax.random.key(0), (2, 9, 9, 3))
+    x = _normal(0, (2, 9, 9, 3))
     grad = jax.jit(jax.grad(lambda x: pooling.max_pool(jax.nn.relu(x), 3, 2, 1).sum()))
     hlo = grad.lower(x).compile().as_text()
     assert re.search(r'= \(s8\[2,5,5,3\][^)]*\) conditional\(', hlo), hlo
@@ -409,17 +413,16 @@ def test_fusion_barrier_takes_a_pytree():
 
 @pytest.mark.parametrize('shape', [(4, 9, 8, 6), slow_case((2, 1, 1, 3)), slow_case((3, 5, 5, 1))])
 def test_batch_norm_matches_nnx_with_gradients(shape):
-    kx, ks, kb, kg = jax.random.split(jax.random.key(0), 4)
-    x = 3 * jax.random.normal(kx, shape) + 1
+    x = 3 * _normal(0, shape) + 1
     x = x.at[..., 0].set(2.0)  # a constant channel: zero variance
-    scale = jax.random.normal(ks, shape[-1:])
-    bias = jax.random.normal(kb, shape[-1:])
+    scale = _normal(2, shape[-1:])
+    bias = _normal(3, shape[-1:])
     norm = nnx.BatchNorm(shape[-1], momentum=0.9, epsilon=1e-5, rngs=nnx.Rngs(0))
     norm.scale[...], norm.bias[...] = scale, bias
 
     def run(fn):
         (y, mean, var), vjp = jax.vjp(fn, x, scale, bias)
-        g = jax.random.normal(kg, shape)
+        g = _normal(4, shape)
         return (y, mean, var, *vjp((g, jnp.zeros_like(mean), jnp.zeros_like(var))))
 
     fast = run(lambda x, s, b: normalization.batch_norm(x, s, b, 1e-5))
@@ -434,7 +437,7 @@ def test_batch_norm_matches_nnx_with_gradients(shape):
 
 def test_batch_norm_layer_keeps_nnx_state_and_eval_mode():
     norm = layers.batch_norm(3, rngs=nnx.Rngs(0))
-    x = jax.random.normal(jax.random.key(0), (4, 5, 5, 3))
+    x = _normal(0, (4, 5, 5, 3))
     reference = nnx.BatchNorm(3, momentum=0.9, epsilon=1e-5, rngs=nnx.Rngs(0))
     for module in (norm, reference):
         module(x)

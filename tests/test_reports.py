@@ -12,7 +12,7 @@ from flax import nnx
 from flaxcnn import checkpoint, distributed, evaluation, optim, sizes, steps
 from flaxcnn.data import datasets
 
-from helpers import REPO
+from helpers import REPO, command_env
 
 
 def test_class_metrics_from_a_confusion_matrix():
@@ -70,6 +70,7 @@ def test_evaluate_command_reproduces_the_summary(smoke_run):
     out = subprocess.run(
         [sys.executable, '-m', 'flaxcnn.evaluate', f'--workdir={smoke_run}'],
         cwd=REPO,
+        env=command_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -153,6 +154,7 @@ def test_predict_top_k_with_the_saved_class_list(smoke_run, data_dir, tmp_path):
             str(tmp_path / 'broken.jpg'),
         ],
         cwd=REPO,
+        env=command_env(),
         capture_output=True,
         text=True,
         timeout=300,

@@ -7,19 +7,19 @@ import subprocess
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
 from flaxcnn import checkpoint, models, optim, steps, training
 
 from helpers import (
     REPO,
+    command_env,
     final_state,
     records,
-    run_smoke,
     saved_steps,
     smoke_command,
     tiny_train_state,
 )
+from helpers_models import quick_rngs
 
 
 def test_checkpoint_round_trip(smoke_config, tmp_path):
@@ -38,7 +38,7 @@ def test_checkpoint_round_trip(smoke_config, tmp_path):
 
 def test_latest_n_plus_best_are_kept(smoke_config, tmp_path):
     model = models.create_model(
-        'mynet_v1', num_classes=3, in_channels=1, image_size=16, rngs=nnx.Rngs(0), widths=(4, 8)
+        'mynet_v1', num_classes=3, in_channels=1, image_size=16, rngs=quick_rngs(), widths=(4, 8)
     )
     _, _, state = steps.create_train_state(model, optim.create_optimizer(smoke_config), 0)
     ckpts = checkpoint.Checkpoints(tmp_path, max_to_keep=2)
@@ -120,8 +120,11 @@ def _files(directory: pathlib.Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-def test_full_disk_at_a_save_is_reported_and_earlier_checkpoints_survive(tmp_path, data_dir):
-    run_smoke(tmp_path, data_dir, '--config.num_epochs=1')
+def test_full_disk_at_a_save_is_reported_and_earlier_checkpoints_survive(
+    smoke_config, tmp_path, data_dir
+):
+    smoke_config.num_epochs = 1
+    training.train_and_evaluate(smoke_config, tmp_path)
     saved = _files(tmp_path / 'checkpoints' / '6')
     limit = 50_000  # bytes per file, below the checkpoint's largest OCDBT data files (33-75 kB)
     command = smoke_command(tmp_path, data_dir, '--config.num_epochs=2')
@@ -133,6 +136,7 @@ def test_full_disk_at_a_save_is_reported_and_earlier_checkpoints_survive(tmp_pat
     out = subprocess.run(
         [command[0], '-c', limited, *command[3:]],
         cwd=REPO,
+        env=command_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -147,5 +151,6 @@ def test_full_disk_at_a_save_is_reported_and_earlier_checkpoints_survive(tmp_pat
     if kept.group(1) == '6':
         assert _files(tmp_path / 'checkpoints' / '6') == saved
 
-    run_smoke(tmp_path, data_dir, '--config.num_epochs=2')  # with space again, it resumes
+    smoke_config.num_epochs = 2
+    training.train_and_evaluate(smoke_config, tmp_path)  # with space again, it resumes
     assert [r['step'] for r in records(tmp_path)] == [6, 12]

@@ -21,7 +21,8 @@ from flaxcnn.config import from_file
 from flaxcnn.studies import report, runner
 from flaxcnn.studies.spec import Study, StudyError, choice, default_study, log_uniform, uniform
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from helpers import REPO, command_env
+
 SMOKE_STUDY = REPO / 'configs' / 'studies' / 'smoke.py'
 GOOD, FROZEN = 0.003, 1e-12  # learning rates: one learns, one stays at chance (pruned)
 
@@ -57,7 +58,13 @@ def run_study(study_file, workdir, succeeds: bool = True) -> subprocess.Complete
     """Runs the study command to its end; asserts that it succeeds (or fails)."""
     command = study_command(study_file, workdir)
     out = subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, timeout=600, check=False
+        command,
+        cwd=REPO,
+        env=command_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert (out.returncode == 0) == succeeds, out.stderr[-3000:]
     return out
@@ -86,13 +93,13 @@ def read_csv(path: pathlib.Path) -> list[dict[str, str]]:
 
 @pytest.fixture(scope='module')
 def finished_study(tmp_path_factory, data_dir) -> pathlib.Path:
-    """A finished study of three variants, pruning on, run by the command.
+    """A finished study of three 2-epoch variants, pruning on, run by the command.
 
     'learns' runs first; 'frozen' (lr 0) then falls below its median and is pruned; 'broken'
     fails ('imagenet' normalization of 1-channel glyphs) and the study goes on.
     """
     fields = {
-        'num_epochs': 3,
+        'num_epochs': 2,
         'grid': {},
         'variants': {
             'learns': {'optimizer': {'lr': GOOD}},
@@ -117,7 +124,7 @@ def test_every_variant_runs_once_below_median_is_pruned_and_failure_is_kept(fini
     learns, frozen, broken = trials['learns'], trials['frozen'], trials['broken']
     assert learns.number == 0 and learns.state.name == 'COMPLETE'
     assert frozen.state.name == 'PRUNED'
-    assert max(frozen.intermediate_values) < 3  # stopped before its last epoch
+    assert max(frozen.intermediate_values) < 2  # stopped before its last epoch
     assert not (runner.run_dir(finished_study, frozen.number, 0) / 'summary.json').exists()
     assert broken.state.name == 'FAIL'
     assert 'imagenet' in broken.user_attrs['error']
@@ -127,9 +134,9 @@ def test_every_variant_runs_once_below_median_is_pruned_and_failure_is_kept(fini
     summary = json.loads((run / 'summary.json').read_text())
     assert learns.value == summary['best_valid_accuracy']
     assert (run / 'checkpoints').is_dir() and (run / 'tensorboard').is_dir()
-    assert len(runner.read_metrics(run)) == 3
+    assert len(runner.read_metrics(run)) == 2
     trial_config = from_file(run / 'config.py')
-    assert trial_config.optimizer.lr == GOOD and trial_config.num_epochs == 3
+    assert trial_config.optimizer.lr == GOOD and trial_config.num_epochs == 2
 
 
 @pytest.mark.slow  # a real study: three training subprocesses
@@ -291,13 +298,14 @@ def comparable(rows: list[dict[str, str]]) -> list[dict[str, str]]:
 @pytest.mark.slow
 def test_sigkill_mid_trial_then_resume_gives_the_same_leaderboard(tmp_path, data_dir):
     grid = {'optimizer': {'lr': (0.001, 0.003)}}
-    study_file = write_study_file(tmp_path / 'kill.py', data_dir, num_epochs=3, grid=grid)
+    study_file = write_study_file(tmp_path / 'kill.py', data_dir, num_epochs=2, grid=grid)
     run_study(study_file, tmp_path / 'whole')
 
     killed = tmp_path / 'killed'
     parent = subprocess.Popen(
         study_command(study_file, killed),
         cwd=REPO,
+        env=command_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
