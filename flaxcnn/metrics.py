@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn import metrics as skm
 
 from flaxcnn.config import ConfigError
 
@@ -63,6 +62,8 @@ def positive_class(
 def youden_threshold(labels: np.ndarray, scores: np.ndarray) -> float | None:
     """The score threshold maximizing sensitivity + specificity - 1 (Youden's J) on the ROC
     curve of ``scores`` (positive if ``score >= threshold``); None unless both classes occur."""
+    from sklearn import metrics as skm  # here: scikit-learn takes a second to import
+
     labels = np.asarray(labels, bool)
     if labels.all() or not labels.any():
         return None
@@ -77,6 +78,8 @@ def binary_metrics(
 ) -> dict[str, Any]:
     """Sensitivity and specificity at the default decision (score >= 0.5) and at
     ``threshold``, ROC AUC and the ROC curve; ``labels`` are True for the positive class."""
+    from sklearn import metrics as skm  # here: scikit-learn takes a second to import
+
     labels = np.asarray(labels, bool)
     scores = np.asarray(scores, np.float64)
 

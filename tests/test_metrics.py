@@ -88,10 +88,12 @@ def test_binary_report_has_roc_png_summary_fields_and_the_threshold_predict_read
     report['binary'] = metrics.binary_metrics(
         labels == 1, scores, positive_name='yes', threshold=0.3
     )
+    report |= {'loss': 0.25, 'class_counts': [3, 3]}  # the evaluator's, beside class_metrics
     evaluation.write_report(report, tmp_path / 'eval', 'test')
     assert (tmp_path / 'eval' / 'test_roc.png').read_bytes()[:4] == b'\x89PNG'
     fields = evaluation.summary_fields(report)
     assert fields['positive_class'] == 'yes' and fields['threshold'] == 0.3
+    assert fields['test_loss'] == 0.25 and fields['test_accuracy'] == report['accuracy']
     assert fields['test_sensitivity'] == pytest.approx(2 / 3) and fields[
         'test_roc_auc'
     ] == pytest.approx(7 / 9)
