@@ -20,6 +20,7 @@ import traceback
 from typing import Callable, NoReturn
 
 from absl import app, flags, logging
+from ml_collections import config_flags
 
 from flaxcnn import checkpoint, malloc
 from flaxcnn.config import ConfigError
@@ -115,6 +116,16 @@ def define_once(name: str, define: Callable[[], flags.FlagHolder]) -> flags.Flag
     if name in flags.FLAGS:
         return flags.FlagHolder(flags.FLAGS, flags.FLAGS[name])
     return define()
+
+
+def config_flag() -> flags.FlagHolder:
+    """``--config``, the experiment config file (with ``--config.FIELD=VALUE`` overrides)."""
+    return define_once(
+        'config',
+        lambda: config_flags.DEFINE_config_file(
+            'config', None, 'Experiment config file, e.g. configs/glyph.py.', lock_config=True
+        ),
+    )
 
 
 def run(main: Callable[[list[str]], None]) -> None:

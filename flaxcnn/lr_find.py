@@ -21,18 +21,12 @@ import numpy as np
 import optax
 from absl import app, flags
 from flax import nnx
-from ml_collections import config_flags
 
 from flaxcnn import checkpoint, cli, distributed, ops, optim, recipes, steps, training, transfer
 from flaxcnn.config import validate
 from flaxcnn.data import datasets, pipeline
 
-_CONFIG = cli.define_once(
-    'config',
-    lambda: config_flags.DEFINE_config_file(
-        'config', None, 'Experiment config file, e.g. configs/glyph.py.', lock_config=True
-    ),
-)
+_CONFIG = cli.config_flag()
 _WORKDIR = cli.define_once(
     'workdir',
     lambda: flags.DEFINE_string('workdir', None, 'Where to write lr_find.png (default: cwd).'),

@@ -12,12 +12,7 @@ from ml_collections import config_flags
 
 from flaxcnn import cli, training
 
-_CONFIG = cli.define_once(
-    'config',
-    lambda: config_flags.DEFINE_config_file(
-        'config', None, 'Experiment config file, e.g. configs/glyph.py.', lock_config=True
-    ),
-)
+_CONFIG = cli.config_flag()
 _WORKDIR = cli.define_once(
     'workdir',
     lambda: flags.DEFINE_string(
