@@ -119,7 +119,11 @@ def define_once(name: str, define: Callable[[], flags.FlagHolder]) -> flags.Flag
 
 
 def config_flag() -> flags.FlagHolder:
-    """``--config``, the experiment config file (with ``--config.FIELD=VALUE`` overrides)."""
+    """``--config``, the experiment config file (with ``--config.FIELD=VALUE`` overrides).
+
+    ml_collections reads the overrides from ``sys.argv`` when the flag is defined, so the
+    spellings in ``FLAG_ALIASES`` are replaced there first."""
+    sys.argv[:] = _with_aliases(sys.argv)
     return define_once(
         'config',
         lambda: config_flags.DEFINE_config_file(
@@ -163,7 +167,6 @@ def _with_aliases(argv: list[str]) -> list[str]:
 
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing (unknown flags and config fields, bad values) reported like the rest."""
-    argv = _with_aliases(argv)
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:

@@ -262,6 +262,13 @@ CATALOGUE = [
         "holds a run with model='mynet_v2', but the config asks for model='mynet_v1'",
         1,
     ),
+    _case(  # also the proof that --config.init.from reaches init.source (cli.FLAG_ALIASES)
+        'init-from-nowhere',
+        lambda t, r, d: _train(t, d, f'--config.init.from={t / "nowhere"}'),
+        'error: init.source={t}/nowhere: neither an imported-weights folder',
+        1,
+        slow=False,
+    ),
     _case(
         'workdir-not-a-run',
         lambda t, r, d: ['flaxcnn.evaluate', f'--workdir={t / "nowhere"}'],
