@@ -19,8 +19,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.dataset.validation_per_class = 150
     config.dataset.test_per_class = 150
     config.input.rotation_degrees = 5.0
-    # Two workers keep up with the step on 2 cores; see docs/performance-notes.md.
-    config.input.num_workers = 2
     config.batch_size = 512
     config.num_epochs = 100
     config.time_budget_s = 600.0

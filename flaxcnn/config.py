@@ -26,7 +26,9 @@ def default_config() -> ml_collections.ConfigDict:
     config.dataset.seed = 0
 
     config.input = ml_collections.ConfigDict()
+    # The random augmentation runs on the device, in the train step (flaxcnn.recipes).
     config.input.rotation_degrees = 0.0  # uniform in [-d, d]
+    config.input.random_scale = 0.0  # zoom by a uniform factor in [1 - s, 1 + s]
     config.input.flip = False  # random left-right mirroring
     config.input.center_crop = 0  # crop stored images to this size (train and eval); 0 = none
     config.input.random_crop_pad = 0  # translate by up to N pixels (pad N, crop back); on device
@@ -36,7 +38,10 @@ def default_config() -> ml_collections.ConfigDict:
     # weights were trained so (and the images are RGB), else 'dataset'
     config.input.normalization = ''
     config.input.class_balance = 'none'  # none | weighted_loss (inverse frequency) | oversample
-    config.input.num_workers = 1  # grain worker processes; 0 = in the main process
+    # Datasets whose decoded images fit in this many MB are read into memory once, at start
+    # (flaxcnn.data.in_memory); 0 = always read from disk.
+    config.input.in_memory_mb = 4096
+    config.input.num_workers = 1  # grain worker processes for data read from disk; 0 = none
     config.input.prefetch_batches = 2
 
     config.batch_size = 512
@@ -212,6 +217,8 @@ RULES: dict[str, Rule] = {
         _glyph_classes, "'' (all) or groups joined by '+': digits, capitals, lowercase"
     ),
     'input.rotation_degrees': non_negative(),
+    'input.random_scale': unit_interval(),
+    'input.in_memory_mb': non_negative(),
     'input.center_crop': non_negative_int(),
     'input.random_crop_pad': non_negative_int(),
     'input.mixup_alpha': non_negative(),

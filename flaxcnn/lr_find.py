@@ -24,7 +24,7 @@ from flax import nnx
 
 from flaxcnn import checkpoint, cli, distributed, ops, optim, recipes, steps, training, transfer
 from flaxcnn.config import validate
-from flaxcnn.data import datasets, pipeline
+from flaxcnn.data import datasets
 
 _CONFIG = cli.config_flag()
 _WORKDIR = cli.define_once(
@@ -96,12 +96,7 @@ def range_test(
         ),
         mesh,
     )
-    batches = pipeline.train_batches(
-        training.train_dataset(config, dataset),
-        0,
-        num_workers=config.input.num_workers,
-        prefetch_batches=config.input.prefetch_batches,
-    )
+    batches = training.train_batches(config, dataset)
     rates, losses, smoothed, average = [], [], [], 0.0
     with ops.use(config.ops):
         for step in range(num_steps):

@@ -15,6 +15,8 @@ from typing import Callable
 import ml_collections
 import optax
 
+from flaxcnn.config import ConfigError
+
 OPTIMIZERS = ('adam', 'adamw', 'sgd')
 SCHEDULES = ('constant', 'piecewise', 'cosine', 'time_linear', 'one_cycle')
 # one_cycle's length, in the units its boundaries are rounded to (Optax rounds to integers).
@@ -57,9 +59,9 @@ def create_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -> 
         return Schedule(fn, 'step')
     if sched.name == 'time_linear':
         if config.time_budget_s <= 0:
-            raise ValueError(
-                "schedule.name='time_linear' needs a positive time_budget_s "
-                f'(got {config.time_budget_s}).'
+            raise ConfigError(
+                "config.schedule.name='time_linear' needs a positive config.time_budget_s "
+                f'(got {config.time_budget_s}): use another schedule to train without a budget.'
             )
         return Schedule(optax.linear_schedule(lr, 0.0, config.time_budget_s), 'seconds')
     if sched.name == 'one_cycle':  # up from lr/25 to lr, then down to lr/25e4 (Optax's default)

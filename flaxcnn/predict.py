@@ -20,7 +20,7 @@ import numpy as np
 from absl import app, flags
 
 from flaxcnn import checkpoint, cli, ops
-from flaxcnn.data import augment, folders
+from flaxcnn.data import folders, pipeline
 
 _WORKDIR = cli.define_once(
     'workdir',
@@ -89,7 +89,7 @@ class Predictor:
         if image is None:
             raise ValueError(f'{path}: cannot read this image ({error}).')
         if self.center_crop:
-            image = augment.CenterCrop(self.center_crop).map({'image': image})['image']
+            image = pipeline.CenterCrop(self.center_crop).map({'image': image})['image']
         return image
 
     def predict(self, images: list[np.ndarray]) -> np.ndarray:

@@ -1,7 +1,10 @@
-"""The training recipe's on-device pieces: random translations, mixup/cutmix and shifted views.
+"""The training recipe's on-device pieces: augmentation, mixup/cutmix and shifted views.
 
 Pure ``jnp`` functions of a batch and a key, used inside the compiled steps (``steps.py``);
-``Recipe`` gathers the config fields that switch them on, read here and nowhere else.
+``Recipe`` gathers the config fields that switch them on, read here and nowhere else. The
+augmentation runs here rather than in the input pipeline so that the pipeline is an index
+lookup (``data/in_memory.py``), its random draws follow the step's key (a resumed run repeats
+them exactly), and it costs the step a few percent instead of worker processes' cores.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ class Recipe:
     """The recipe options of a run; each is off at its default."""
 
     label_smoothing: float = 0.0
+    rotation_degrees: float = 0.0
+    random_scale: float = 0.0
+    flip: bool = False
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     random_crop_pad: int = 0
@@ -29,6 +35,9 @@ class Recipe:
         """The options of ``config``; a config saved before a field existed has it off."""
         fields = {
             'label_smoothing': ('loss', 'label_smoothing'),
+            'rotation_degrees': ('input', 'rotation_degrees'),
+            'random_scale': ('input', 'random_scale'),
+            'flip': ('input', 'flip'),
             'mixup_alpha': ('input', 'mixup_alpha'),
             'cutmix_alpha': ('input', 'cutmix_alpha'),
             'random_crop_pad': ('input', 'random_crop_pad'),
@@ -46,9 +55,58 @@ class Recipe:
 OFF = Recipe()  # every option off: the plain step
 
 
+def augment(key: jax.Array, images: jax.Array, recipe: Recipe) -> jax.Array:
+    """A training batch's random rotations and scalings, translations and mirrorings, as
+    ``recipe`` asks (uint8 in; float32 out once resampled)."""
+    affine_key, crop_key, flip_key = jax.random.split(key, 3)
+    if recipe.rotation_degrees or recipe.random_scale:
+        images = random_affine(affine_key, images, recipe.rotation_degrees, recipe.random_scale)
+    if recipe.random_crop_pad:
+        images = random_crop(crop_key, images, recipe.random_crop_pad)
+    if recipe.flip:
+        images = random_flip(flip_key, images)
+    return images
+
+
+def random_affine(key: jax.Array, images: jax.Array, degrees: float, scale: float) -> jax.Array:
+    """Each image rotated by a uniform angle in [-degrees, degrees] and scaled by a uniform
+    factor in [1 - scale, 1 + scale] about its centre, resampled bilinearly; pixels from outside
+    repeat the nearest border pixel (a plain background stays plain)."""
+    n, height, width, channels = images.shape
+    angle_key, scale_key = jax.random.split(key)
+    angle = jnp.deg2rad(jax.random.uniform(angle_key, (n, 1, 1), minval=-degrees, maxval=degrees))
+    zoom = jax.random.uniform(scale_key, (n, 1, 1), minval=1.0 - scale, maxval=1.0 + scale)
+    # Output pixel -> source point: the inverse rotation and scaling, about the centre.
+    y, x = jnp.meshgrid(
+        jnp.arange(height) - (height - 1) / 2, jnp.arange(width) - (width - 1) / 2, indexing='ij'
+    )
+    cos, sin = jnp.cos(angle) / zoom, jnp.sin(angle) / zoom
+    source_y = cos * y + sin * x + (height - 1) / 2
+    source_x = cos * x - sin * y + (width - 1) / 2
+    top, left = jnp.floor(source_y), jnp.floor(source_x)
+    below, right = (source_y - top)[..., None], (source_x - left)[..., None]
+    flat = images.reshape(n, height * width, channels).astype(jnp.float32)
+
+    def pixels(rows, cols):  # [n, height, width, channels] at integer points, edges repeated
+        rows = jnp.clip(rows, 0, height - 1).astype(jnp.int32)
+        cols = jnp.clip(cols, 0, width - 1).astype(jnp.int32)
+        index = (rows * width + cols).reshape(n, height * width, 1)
+        return jnp.take_along_axis(flat, index, axis=1).reshape(n, height, width, channels)
+
+    upper = (1 - right) * pixels(top, left) + right * pixels(top, left + 1)
+    lower = (1 - right) * pixels(top + 1, left) + right * pixels(top + 1, left + 1)
+    return (1 - below) * upper + below * lower
+
+
+def random_flip(key: jax.Array, images: jax.Array) -> jax.Array:
+    """Each image mirrored left-right with probability 1/2."""
+    mirrored = jax.random.bernoulli(key, 0.5, (images.shape[0], 1, 1, 1))
+    return jnp.where(mirrored, images[:, :, ::-1], images)
+
+
 def pad_edges(images: jax.Array, pad: int) -> jax.Array:
-    """NHWC images with ``pad`` pixels added on each side, repeating the border pixels (as the
-    rotation fills with the border's colour, so glyphs keep a plain background)."""
+    """NHWC images with ``pad`` pixels added on each side, repeating the border pixels (as
+    ``random_affine`` does, so glyphs keep a plain background)."""
     return jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode='edge')
 
 

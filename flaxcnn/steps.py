@@ -2,7 +2,7 @@
 
 They are written for one global batch; ``distributed.jit_train_step`` / ``jit_eval_step``
 compile them over the device mesh. The recipe's options (``recipes.Recipe``) act here, on the
-device: random crops, mixup/cutmix, label smoothing, the weights' moving average, and the
+device: augmentation, mixup/cutmix, label smoothing, the weights' moving average, and the
 test-time shifts of ``make_forward``.
 """
 
@@ -130,7 +130,7 @@ def make_train_step(
     on-device sums: ``loss``, ``correct`` and ``count``, and ``first_nonfinite_step``: this
     step's number if its loss was NaN or infinite, else ``NO_STEP`` (combine with minimum).
 
-    ``recipe``'s random crops and mixup/cutmix draw from the step's key, so a resumed run
+    ``recipe``'s augmentation and mixup/cutmix draw from the step's key, so a resumed run
     repeats them exactly; with mixing, ``correct`` counts predictions of each example's
     dominant label. With ``recipe.ema_decay`` the state is an ``EmaTrainState``.
     ``class_weights`` (one per class) weight each example's loss, normalized to mean 1.
@@ -139,11 +139,9 @@ def make_train_step(
 
     def train_step(state: TrainState, batch: dict[str, jax.Array], clock: jax.Array):
         key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-        crop_key, mix_key = jax.random.split(jax.random.fold_in(key, _AUGMENT_STREAM))
-        images, labels = batch['image'], batch['label']
-        if recipe.random_crop_pad:
-            images = recipes.random_crop(crop_key, images, recipe.random_crop_pad)
-        images = normalize(images, mean, std)
+        augment_key, mix_key = jax.random.split(jax.random.fold_in(key, _AUGMENT_STREAM))
+        labels = batch['label']
+        images = normalize(recipes.augment(augment_key, batch['image'], recipe), mean, std)
         if mixing:
             images, partner_labels, weight = recipes.mix(
                 mix_key,

@@ -34,7 +34,7 @@ from flaxcnn import (
 )
 from flaxcnn.clock import Clock
 from flaxcnn.config import validate
-from flaxcnn.data import datasets, pipeline
+from flaxcnn.data import datasets, in_memory, pipeline
 from flaxcnn.metric_writers import MetricWriter
 
 # In-flight steps before the host waits: keeps the host clock (time budget, time-based
@@ -51,7 +51,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     workdir, is_primary = pathlib.Path(workdir), distributed.is_primary()
     checkpoint.check_writable(workdir)
     start = time.perf_counter()
-    dataset = datasets.load(config.dataset)
+    dataset = in_memory.load(
+        datasets.load(config.dataset), config.input.in_memory_mb, progress=is_primary
+    )
     dataset_seconds = time.perf_counter() - start
     mesh = distributed.create_mesh()
     distributed.check_divisible(
@@ -64,9 +66,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     mean, std, input_shape = identity['mean'], identity['std'], tuple(identity['image_shape'])
     steps_per_epoch = len(dataset.splits['train']) // config.batch_size
     total_steps = config.num_epochs * steps_per_epoch
-    train_data = train_dataset(
-        config, dataset, shard_index=jax.process_index(), num_shards=jax.process_count()
-    )
 
     # ------------------------------------------------------------------ model and state
     model = checkpoint.create_model(identity, rngs=nnx.Rngs(config.seed))
@@ -116,11 +115,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     writer = MetricWriter(workdir, resume_step=step) if is_primary else None
     clock.start()
     step_seconds, images = 0.0, 0
-    batches = pipeline.train_batches(
-        train_data,
-        step,
-        num_workers=config.input.num_workers,
-        prefetch_batches=config.input.prefetch_batches,
+    batches = train_batches(
+        config, dataset, step, shard_index=jax.process_index(), num_shards=jax.process_count()
     )
     spe, every = steps_per_epoch, config.checkpoint.every_steps
     while step < total_steps and not clock.out_of_time():
@@ -206,25 +202,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     return summary
 
 
-def train_dataset(
+def train_batches(
     config: ml_collections.ConfigDict,
     dataset: datasets.Dataset,
+    start_step: int = 0,
     *,
     shard_index: int = 0,
     num_shards: int = 1,
 ):
-    """The endless training batches ``config`` asks for (``pipeline.train_dataset``), or with
-    ``num_shards`` processes, process ``shard_index``'s rows of each."""
-    return pipeline.train_dataset(
+    """The training batches ``config`` asks for (``pipeline.train_dataset``) from batch
+    ``start_step`` on, or with ``num_shards`` processes, process ``shard_index``'s rows of each.
+
+    A split held in memory is batched in this process: worker processes would only copy its
+    arrays and take cores from the step. Data streamed from disk uses ``input.num_workers``.
+    """
+    data = pipeline.train_dataset(
         dataset.splits['train'],
         batch_size=config.batch_size,
         seed=config.seed,
-        rotation_degrees=config.input.rotation_degrees,
-        flip=config.input.flip,
         center_crop=config.input.center_crop,
         shard_index=shard_index,
         num_shards=num_shards,
         class_balance=config.input.class_balance,
+    )
+    streamed = not isinstance(dataset.splits['train'], in_memory.ArraySplit)
+    return pipeline.train_batches(
+        data,
+        start_step,
+        num_workers=config.input.num_workers if streamed else 0,
+        prefetch_batches=config.input.prefetch_batches,
     )
 
 

@@ -23,6 +23,9 @@ ALL_ON = {
     'input.mixup_alpha': 0.4,
     'input.cutmix_alpha': 1.0,
     'input.random_crop_pad': 2,
+    'input.rotation_degrees': 5.0,
+    'input.random_scale': 0.1,
+    'input.flip': True,
     'eval.tta': 1,
     'schedule.name': 'one_cycle',
 }
@@ -87,6 +90,9 @@ def test_every_option_is_read_from_its_config_field_and_off_by_default():
         mixup_alpha=0.4,
         cutmix_alpha=1.0,
         random_crop_pad=2,
+        rotation_degrees=5.0,
+        random_scale=0.1,
+        flip=True,
         ema_decay=0.9,
         tta=1,
     )
@@ -119,8 +125,11 @@ def test_label_smoothing_is_cross_entropy_against_smoothed_targets():
         recipes.Recipe(mixup_alpha=0.4),
         recipes.Recipe(cutmix_alpha=1.0),
         recipes.Recipe(random_crop_pad=3),
+        recipes.Recipe(rotation_degrees=10.0),
+        recipes.Recipe(random_scale=0.2),
+        recipes.Recipe(flip=True),
     ],
-    ids=['label_smoothing', 'mixup', 'cutmix', 'random_crop'],
+    ids=['label_smoothing', 'mixup', 'cutmix', 'random_crop', 'rotation', 'scale', 'flip'],
 )
 def test_each_training_option_changes_the_step_and_repeats_at_the_same_step(recipe):
     plain_metrics = _one_step(recipes.OFF)[2]
@@ -248,6 +257,51 @@ def test_random_crop_translates_each_image_within_the_pad():
         offsets.add(found[0])
     assert len(offsets) > 1  # drawn per image
     np.testing.assert_array_equal(padded[:, :2, 2:-2], np.repeat(images[:, :1], 2, axis=1))
+
+
+def _bar_image(size=32):
+    image = np.full((size, size, 1), 255, np.uint8)
+    image[4:28, 6:10] = 0  # a dark vertical bar on the left of a white background
+    return image
+
+
+def test_rotation_turns_by_a_small_angle_and_never_mirrors():
+    images = jnp.asarray(np.stack([_bar_image()] * 8))
+    rotated = np.asarray(recipes.random_affine(jax.random.key(0), images, 5.0, 0.0))
+    assert rotated.shape == images.shape and rotated.dtype == np.float32
+    for out in rotated[..., 0]:
+        dark = np.argwhere(out < 128)
+        assert dark[:, 1].mean() < 12  # still on the left: turned a little, never mirrored
+        assert not np.array_equal(out, images[0, ..., 0])
+        assert out[0, 16] == 255 and out[31, 0] == 255  # the border's colour comes in
+        rows = dark[:, 0]
+        slope = np.polyfit(rows, dark[:, 1], 1)[0]  # the bar's tilt: tan of the angle
+        assert abs(np.degrees(np.arctan(slope))) <= 5.5
+    assert len({out.tobytes() for out in rotated}) == 8  # an angle per image
+    unchanged = recipes.random_affine(jax.random.key(0), images, 0.0, 0.0)
+    np.testing.assert_allclose(unchanged, images, atol=1e-4)  # no angle, no scale: identity
+
+
+def test_scaling_zooms_about_the_centre_within_its_range():
+    image = np.full((33, 33, 1), 255, np.uint8)
+    image[12:21, 12:21] = 0  # a 9-pixel dark square in the middle
+    images = jnp.asarray(np.stack([image] * 16))
+    scaled = np.asarray(recipes.random_affine(jax.random.key(1), images, 0.0, 0.3))
+    sides = [np.sqrt((out < 128).sum()) for out in scaled[..., 0]]
+    assert min(sides) >= 9 * 0.7 - 1 and max(sides) <= 9 * 1.3 + 1
+    assert min(sides) < 8 and max(sides) > 10  # both ways
+    for out in scaled[..., 0]:
+        dark = np.argwhere(out < 128)
+        np.testing.assert_allclose(dark.mean(0), [16, 16], atol=0.5)  # about the centre
+
+
+def test_flip_mirrors_about_half_of_the_images():
+    images = jnp.asarray(np.stack([_bar_image()] * 64))
+    flipped = np.asarray(recipes.random_flip(jax.random.key(0), images))
+    mirrored = [np.array_equal(f, images[0, :, ::-1]) for f in flipped]
+    kept = [np.array_equal(f, images[0]) for f in flipped]
+    assert all(m or k for m, k in zip(mirrored, kept))
+    assert 16 < sum(mirrored) < 48
 
 
 def test_tta_averages_the_logits_over_the_shifted_views():

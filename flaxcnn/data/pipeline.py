@@ -1,4 +1,7 @@
-"""grain input pipelines: shuffled, augmented uint8 training batches and padded eval batches."""
+"""grain input pipelines: shuffled uint8 training batches and padded eval batches.
+
+The random augmentation is not here: the train step applies it on the device (``recipes``).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +13,23 @@ from absl import flags
 import numpy as np
 
 from flaxcnn import class_balance as balance
-from flaxcnn.data import augment, datasets
+from flaxcnn.data import datasets
 
 # The length of an endless oversampled stream (grain datasets have a length); far beyond a run.
 _ENDLESS = 2**40
+
+
+@dataclasses.dataclass(frozen=True)
+class CenterCrop(grain.transforms.Map):
+    """Keeps the central ``size`` x ``size`` pixels."""
+
+    size: int
+
+    def map(self, element):
+        image = element['image']
+        top = (image.shape[0] - self.size) // 2
+        left = (image.shape[1] - self.size) // 2
+        return {**element, 'image': image[top : top + self.size, left : left + self.size]}
 
 
 class _Int32Labels(grain.transforms.Map):
@@ -61,14 +77,12 @@ def train_dataset(
     *,
     batch_size: int,
     seed: int,
-    rotation_degrees: float = 0.0,
-    flip: bool = False,
     center_crop: int = 0,
     shard_index: int = 0,
     num_shards: int = 1,
     class_balance: str = 'none',
 ) -> grain.MapDataset:
-    """Endless uint8 batches: each epoch a new seeded shuffle, then augmentation and batching.
+    """Endless uint8 batches: each epoch a new seeded shuffle, then batching.
 
     With ``class_balance='oversample'`` the examples are ``BalancedDraw``s instead (classes
     drawn evenly, epochs of the same length), a function of the seed and the index as well.
@@ -92,11 +106,7 @@ def train_dataset(
         # Indices beyond an epoch's length map to the next epoch, reshuffled (grain's epochs).
         ds = grain.MapDataset.source(source).shuffle(seed=seed)[:epoch_size]
     if center_crop:
-        ds = ds.map(augment.CenterCrop(center_crop))
-    if rotation_degrees:
-        ds = ds.random_map(augment.RandomRotation(rotation_degrees), seed=seed)
-    if flip:
-        ds = ds.random_map(augment.RandomFlip(), seed=seed + 1)
+        ds = ds.map(CenterCrop(center_crop))
     ds = ds.batch(shard_size)
     if class_balance != 'oversample':
         ds = ds.repeat(None)
@@ -151,6 +161,6 @@ def eval_batches(
     num_batches = -(-len(source) // batch_size)
     ds = grain.MapDataset.range(num_batches * batch_size).map(_ExampleOrPadding(source))
     if center_crop:
-        ds = ds.map(augment.CenterCrop(center_crop))
+        ds = ds.map(CenterCrop(center_crop))
     ds = ds.batch(shard_size)[shard_index::num_shards].map(_Int32Labels())
     return _iterate(ds, num_workers, prefetch_batches)
