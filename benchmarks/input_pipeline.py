@@ -1,18 +1,21 @@
-"""Images/s of the training input pipeline with 0, 1 and 2 grain workers, next to the train step.
+"""Images/s of the training input pipeline, streamed with 0, 1 and 2 grain workers or held in
+memory, next to the train step.
 
-The pipeline is built as ``training.train_and_evaluate`` builds it (``pipeline.train_dataset`` ->
-``pipeline.train_batches``: seeded shuffle, the config's augmentation, batching,
-normalization; ``input.num_workers`` grain worker processes, ``input.prefetch_batches``),
-from the config's prepared dataset, and timed alone: per worker count, the first batch
+The pipeline is built as ``training.train_and_evaluate`` builds it (``training.train_batches``:
+seeded shuffle, batching; ``input.num_workers`` grain worker processes,
+``input.prefetch_batches``) from the config's prepared dataset, read from its records
+(``0``/``1``/``2`` workers) or decoded into memory first (``memory``: what training does with a
+dataset that fits ``input.in_memory_mb``; decoding counts as start-up). The random
+augmentation is not in the pipeline: the train step does it on the device. Timed alone: per worker count, the first batch
 (worker start-up) and ``--warmup`` more batches are untimed, then ``--batches`` batches are
 timed. The train step's consumption rate is measured in the same run with
 ``benchmarks/train_step.py``'s ``run_isolated`` (its own subprocess, so the two never share
 the cores while timed) and the ratio pipeline / step is printed; the target is >= 3x, since
 in training both share the machine. This is the source's data-loader-workers experiment.
 
-Glyphs (configs/glyph.py: mynet_v2, batch 512, 90x90x1, rotations of up to 5 degrees; the
+Glyphs (configs/glyph.py: mynet_v2, batch 512, 90x90x1; the
 dataset is generated on first use). ``--fruits PATH`` adds the Fruits-360 image-folder
-pipeline (configs/fruits_cnn.py: basic_cnn, 100x100x3, flips; PATH holds Training/ and
+pipeline (configs/fruits_cnn.py: basic_cnn, 100x100x3; PATH holds Training/ and
 Test/; the first use converts it to ArrayRecord, which takes a while) next to basic_cnn's
 step at that config's batch size.
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import pathlib
 import sys
@@ -53,25 +57,23 @@ def load_dataset(config):
     return dataset, time.perf_counter() - start
 
 
-def train_batches(config, dataset, num_workers: int):
-    """The trainer's training batch iterator (as ``train_and_evaluate`` builds it) from step 0."""
+def train_batches(config, dataset, workers: str):
+    """The trainer's training batch iterator (as ``train_and_evaluate`` builds it) from step 0,
+    streamed with ``workers`` worker processes or, for ``'memory'``, from memory."""
     from flaxcnn import training
-    from flaxcnn.data import pipeline
+    from flaxcnn.data import in_memory
 
-    return pipeline.train_batches(
-        training.train_dataset(config, dataset),
-        0,
-        num_workers=num_workers,
-        prefetch_batches=config.input.prefetch_batches,
-    )
+    if workers == 'memory':
+        return training.train_batches(config, in_memory.load(dataset, math.inf, progress=False))
+    config = config.copy_and_resolve_references()
+    config.input.num_workers = int(workers)
+    return training.train_batches(config, dataset)
 
 
-def measure_pipeline(
-    config, dataset, *, num_workers: int, batches: int, warmup: int
-) -> dict[str, Any]:
+def measure_pipeline(config, dataset, *, workers: str, batches: int, warmup: int) -> dict[str, Any]:
     """Images/s of ``batches`` batches after start-up and ``warmup`` batches."""
     start = time.perf_counter()
-    it = train_batches(config, dataset, num_workers)
+    it = train_batches(config, dataset, workers)
     try:
         first = next(it)
         startup = time.perf_counter() - start
@@ -85,7 +87,7 @@ def measure_pipeline(
         it.close()
     assert batch['image'].shape == first['image'].shape
     return {
-        'num_workers': num_workers,
+        'num_workers': workers,
         'images_per_second': batches * config.batch_size / seconds,
         'startup_seconds': startup,
         'batch_shape': list(first['image'].shape),
@@ -125,7 +127,7 @@ def benchmark(name: str, config, args, emit) -> list[dict[str, Any]]:
         row = measure_pipeline(
             config,
             dataset,
-            num_workers=workers,
+            workers=workers,
             batches=args.batches,
             warmup=args.warmup,
         )
@@ -182,7 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('--config', default='configs/glyph.py', help='the glyph run config')
     parser.add_argument('--data-dir', help='config.dataset.data_dir (prepared datasets)')
     parser.add_argument('--batch-size', type=int, help="default: the config's (512)")
-    parser.add_argument('--workers', default='0,1,2', help='grain worker counts to time')
+    parser.add_argument(
+        '--workers', default='0,1,2,memory', help="grain worker counts to time, or 'memory'"
+    )
     parser.add_argument('--batches', type=int, default=20, help='timed batches per worker count')
     parser.add_argument(
         '--warmup', type=int, default=8, help='untimed batches after the first (drain buffers)'
@@ -197,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('--fruits-config', default='configs/fruits_cnn.py')
     parser.add_argument('--json', action='store_true', help='JSON lines instead of a table')
     args = parser.parse_args(argv)
-    args.workers = [int(w) for w in args.workers.split(',')]
+    args.workers = args.workers.split(',')
     from absl import flags
 
     if not flags.FLAGS.is_parsed():  # grain's worker processes read absl flags
