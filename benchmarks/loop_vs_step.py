@@ -5,9 +5,11 @@ for ``--epochs`` epochs (under a time budget too long to reach, so time-based sc
 work) in a fresh workdir and its ``metrics.jsonl`` gives the
 last epoch's ``images_per_second`` (training only: validation is outside it; the first epoch
 holds the warm-up). The step's rate is ``benchmarks/train_step.py``'s for the same model and
-batch (random pixels, no input pipeline, no augmentation), each in its own subprocess. Loop
-and step runs alternate ``--pairs`` times so that the machine's drift hits both; the ratio
-loop / step is the loop's efficiency (issue #20 asks >= 90%).
+batch (random pixels, no input pipeline), each in its own subprocess, twice: the plain step,
+and the step with the config's on-device augmentation (``--recipe``), which the loop runs. Loop
+and step runs alternate ``--pairs`` times so that the machine's drift hits all three; loop /
+step is the loop's efficiency (issue #20 asks >= 90%), loop / augmented step what the loop
+itself loses.
 
 Commands (from the repository root)::
 
@@ -66,18 +68,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = from_file(REPO / args.config)
     batch_size = args.batch_size or config.batch_size
     overrides = [*args.set, f'batch_size={batch_size}']
-    spec = train_step.preset_spec(config.model, batch_size=batch_size)
+    plain = train_step.preset_spec(config.model, batch_size=batch_size)
+    augmented = train_step.preset_spec(config.model, batch_size=batch_size, recipe=args.config)
     print(f'# {args.config}: {config.model}, batch {batch_size}, {args.epochs} epochs per loop run')
     rows = []
     for pair in range(1, args.pairs + 1):
         loop = loop_rate(args.config, args.epochs, overrides)
-        step = train_step.run_isolated('flaxcnn', spec)['images_per_second']
-        rows.append((pair, loop, step, loop / step))
-        print(f'# pair {pair}: loop {loop:,.0f} img/s, step {step:,.0f} img/s', flush=True)
-    print(f'{"pair":>4} {"loop img/s":>11} {"step img/s":>11} {"loop/step":>9}')
-    for pair, loop, step, ratio in rows:
-        print(f'{pair:>4} {loop:>11,.0f} {step:>11,.0f} {ratio:>9.2f}')
-    print(f'median loop/step: {statistics.median(r[3] for r in rows):.2f}')
+        step = train_step.run_isolated('flaxcnn', plain)['images_per_second']
+        step_augmented = train_step.run_isolated('flaxcnn', augmented)['images_per_second']
+        rows.append((pair, loop, step, step_augmented))
+        print(f'# pair {pair}: loop {loop:,.0f}, step {step:,.0f}, augmented {step_augmented:,.0f}')
+    print(f'{"pair":>4} {"loop":>7} {"step":>7} {"step+aug":>8} {"loop/step":>9} {"loop/step+aug":>13}')
+    for pair, loop, step, step_augmented in rows:
+        print(
+            f'{pair:>4} {loop:>7,.0f} {step:>7,.0f} {step_augmented:>8,.0f} '
+            f'{loop / step:>9.2f} {loop / step_augmented:>13.2f}'
+        )
+    print(
+        f'median loop/step {statistics.median(r[1] / r[2] for r in rows):.2f}, '
+        f'loop/step+aug {statistics.median(r[1] / r[3] for r in rows):.2f} (images/s)'
+    )
     return 0
 
 

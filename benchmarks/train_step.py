@@ -8,7 +8,8 @@ batch sharded, BatchNorm statistics updated, dropout on (key folded from the ste
 step also moves the host batch to the device with ``jax.make_array_from_process_local_data`` as
 the trainer does, and ends with ``jax.block_until_ready``. Images are random uint8 pixels (fixed
 seed), normalized to fp32 inside flaxcnn's step as in training, and on the host beforehand for
-PyTorch; labels are random.
+PyTorch; labels are random. With ``--recipe CONFIG`` flaxcnn's step also applies that config's
+on-device augmentation and mixing (``recipes.augment``), as its training loop does.
 
 Reported per run: images/s = batch / median step time over ``--steps`` (>= 10) timed steps
 after ``--warmup`` steps; compile seconds (lower + compile); peak RSS (``getrusage``) of the
@@ -80,6 +81,7 @@ class Spec:
     warmup: int = 3
     ops: str = 'fast'
     seed: int = 0
+    recipe: str = ''  # a config file whose on-device recipe the step applies; '' = none
 
     def to_args(self) -> list[str]:
         return [f'--{k.replace("_", "-")}={v}' for k, v in dataclasses.asdict(self).items()]
@@ -181,7 +183,8 @@ def measure_flaxcnn(spec: Spec) -> dict[str, Any]:
     import jax.numpy as jnp
     from flax import nnx
 
-    from flaxcnn import distributed, malloc, models, ops, optim, steps
+    from flaxcnn import distributed, malloc, models, ops, optim, recipes, steps
+    from flaxcnn.config import from_file
 
     malloc.limit_arenas()  # before XLA starts its threads, as every command does (cli.start)
     config = flaxcnn_config(spec)
@@ -218,6 +221,9 @@ def measure_flaxcnn(spec: Spec) -> dict[str, Any]:
                 schedule.fn,
                 mean=(PIXEL_MEAN,) * spec.in_channels,
                 std=(PIXEL_STD,) * spec.in_channels,
+                recipe=recipes.Recipe.from_config(from_file(REPO / spec.recipe))
+                if spec.recipe
+                else recipes.OFF,
             ),
             mesh,
         )
@@ -520,6 +526,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('--warmup', type=int, help='untimed steps first (default 3)')
     parser.add_argument('--ops', choices=('fast', 'plain'))
     parser.add_argument('--seed', type=int)
+    parser.add_argument(
+        '--recipe', metavar='CONFIG', help="apply CONFIG's on-device augmentation in the step"
+    )
     parser.add_argument('--reference', choices=('torch',))
     parser.add_argument(
         '--pairs', type=int, default=3, help='runs per framework (use >= 3; default 3)'
@@ -549,6 +558,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             'warmup',
             'ops',
             'seed',
+            'recipe',
         )
     }
     if args.worker:
