@@ -1,19 +1,32 @@
-"""Shared fixtures: the smoke config with its tiny glyph dataset prepared once per session, and
-one finished smoke run that every test reading a trained run shares."""
+"""Shared fixtures: the smoke config with its tiny glyph dataset, and one finished smoke run that
+every test reading a trained run shares. Both are made once per test session: the xdist workers
+share them (the first worker to need one makes it while the others wait)."""
 
 from __future__ import annotations
 
+import os
 import pathlib
 
+import filelock
 import pytest
 
 from helpers import load_config, run_smoke
 
 
 @pytest.fixture(scope='session')
-def data_dir(tmp_path_factory) -> pathlib.Path:
-    """A data directory shared by the session's tests (datasets are prepared once)."""
-    return tmp_path_factory.mktemp('datasets')
+def session_dir(tmp_path_factory) -> pathlib.Path:
+    """A folder that every worker of this test session sees."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
+
+
+@pytest.fixture(scope='session')
+def data_dir(session_dir) -> pathlib.Path:
+    """A data directory shared by the session's tests (a dataset is prepared once, under
+    ``flaxcnn.data.datasets.prepare``'s own lock)."""
+    path = session_dir / 'datasets'
+    path.mkdir(exist_ok=True)
+    return path
 
 
 @pytest.fixture
@@ -25,10 +38,13 @@ def smoke_config(data_dir):
 
 
 @pytest.fixture(scope='session')
-def smoke_run(tmp_path_factory, data_dir) -> pathlib.Path:
-    """A workdir holding a finished smoke run, trained once per session by the command line;
-    what the command printed is in ``<workdir>/../stdout.txt``."""
-    workdir = tmp_path_factory.mktemp('smoke_run') / 'run'
-    out = run_smoke(workdir, data_dir)
-    (workdir.parent / 'stdout.txt').write_text(out.stdout)
+def smoke_run(session_dir, data_dir) -> pathlib.Path:
+    """A workdir holding a finished smoke run, trained once per session by the command line
+    (read it only; copy it to change it); what the command printed is in
+    ``<workdir>/../stdout.txt``."""
+    workdir = session_dir / 'smoke_run' / 'run'
+    with filelock.FileLock(session_dir / 'smoke_run.lock'):
+        if not (workdir / 'summary.json').exists():
+            out = run_smoke(workdir, data_dir)
+            (workdir.parent / 'stdout.txt').write_text(out.stdout)
     return workdir

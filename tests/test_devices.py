@@ -39,12 +39,12 @@ def test_eight_devices_follow_one_and_checkpoints_move_between_them(
     smoke_run, smoke_config, tmp_path, data_dir
 ):
     # The session's smoke run (one device) is the reference; each of the other two runs trains
-    # one epoch on 8 devices and one on 1 device, from the other's checkpoint.
+    # one epoch on 8 devices and one on 1 device (in this process), from the other's checkpoint.
     eight_first, one_first = tmp_path / 'eight_first', tmp_path / 'one_first'
     out = run_smoke(eight_first, data_dir, '--config.num_epochs=1', devices=8)  # 8 devices write,
     assert '8 device(s)' in out.stdout
     assert json.loads((eight_first / 'summary.json').read_text())['num_devices'] == 8
-    run_smoke(eight_first, data_dir)  # and 1 device resumes;
+    training.train_and_evaluate(smoke_config, eight_first)  # and 1 device resumes;
     _assert_follows(smoke_run, eight_first)
 
     smoke_config.num_epochs = 1
@@ -67,7 +67,7 @@ def _free_port() -> int:
 
 
 def test_two_processes_train_like_one_and_one_process_resumes_their_checkpoint(
-    smoke_run, tmp_path, data_dir
+    smoke_run, smoke_config, tmp_path, data_dir
 ):
     two = tmp_path / 'two'
     address = f'127.0.0.1:{_free_port()}'
@@ -99,5 +99,5 @@ def test_two_processes_train_like_one_and_one_process_resumes_their_checkpoint(
     assert [r['step'] for r in _records(two)] == [6]  # and logs, once.
     assert json.loads((two / 'summary.json').read_text())['num_processes'] == 2
 
-    run_smoke(two, data_dir)  # one process resumes the checkpoint
+    training.train_and_evaluate(smoke_config, two)  # one process resumes the checkpoint
     _assert_follows(smoke_run, two, keys=('train_loss', 'valid_loss', 'valid_accuracy'))

@@ -2,6 +2,7 @@
 
 import json
 import resource
+import shutil
 import subprocess
 import sys
 
@@ -66,9 +67,10 @@ def test_training_writes_validation_and_test_reports(smoke_run):
     assert (smoke_run / 'eval' / 'validation.png').exists()
 
 
-def test_evaluate_command_reproduces_the_summary(smoke_run):
+def test_evaluate_command_reproduces_the_summary(smoke_run, tmp_path):
+    run = shutil.copytree(smoke_run, tmp_path / 'run')  # it rewrites the run's reports
     out = subprocess.run(
-        [sys.executable, '-m', 'flaxcnn.evaluate', f'--workdir={smoke_run}'],
+        [sys.executable, '-m', 'flaxcnn.evaluate', f'--workdir={run}'],
         cwd=REPO,
         env=command_env(),
         capture_output=True,

@@ -13,7 +13,9 @@ import subprocess
 import sys
 import time
 
+import jax
 import ml_collections
+import numpy as np
 import optuna
 import pytest
 
@@ -21,7 +23,7 @@ from flaxcnn.config import from_file
 from flaxcnn.studies import report, runner
 from flaxcnn.studies.spec import Study, StudyError, choice, default_study, log_uniform, uniform
 
-from helpers import REPO, command_env
+from helpers import REPO, command_env, final_state
 
 SMOKE_STUDY = REPO / 'configs' / 'studies' / 'smoke.py'
 GOOD, FROZEN = 0.003, 1e-12  # learning rates: one learns, one stays at chance (pruned)
@@ -288,19 +290,15 @@ def test_command_reports_bad_input_before_any_trial(tmp_path, data_dir):
     assert not (tmp_path / 'study').exists()
 
 
-def comparable(rows: list[dict[str, str]]) -> list[dict[str, str]]:
-    """Leaderboard rows without what varies run to run: wall-clock seconds, speed, and the
-    checkpoint's bytes on disk (Orbax's file layout differs by a few KB between saves)."""
-    timed = ('seconds', 'images_per_second', 'checkpoint_mb')
-    return [{k: v for k, v in r.items() if not any(t in k for t in timed)} for r in rows]
-
-
 @pytest.mark.slow
-def test_sigkill_mid_trial_then_resume_gives_the_same_leaderboard(tmp_path, data_dir):
-    grid = {'optimizer': {'lr': (0.001, 0.003)}}
-    study_file = write_study_file(tmp_path / 'kill.py', data_dir, num_epochs=2, grid=grid)
-    run_study(study_file, tmp_path / 'whole')
-
+def test_sigkill_mid_trial_then_resume_ends_as_an_uninterrupted_run(tmp_path, data_dir, smoke_run):
+    # Trial 1 is the session's smoke run (the smoke config, seed 0, lr 0.002): the reference of
+    # an uninterrupted run, bit for bit.
+    fields = {'num_epochs': 2, 'grid': {'optimizer': {'lr': (0.001, 0.002)}}}
+    fields['sampler_seed'] = seed_starting_with(
+        smoke_study(data_dir, **fields), {'optimizer.lr': 0.001}
+    )
+    study_file = write_study_file(tmp_path / 'kill.py', data_dir, **fields)
     killed = tmp_path / 'killed'
     parent = subprocess.Popen(
         study_command(study_file, killed),
@@ -324,9 +322,10 @@ def test_sigkill_mid_trial_then_resume_gives_the_same_leaderboard(tmp_path, data
     assert [t.state.name for t in load_trials(killed)] == ['COMPLETE', 'COMPLETE']
     first_log = (runner.run_dir(killed, 0, 0) / 'stdout.log').read_text()
     assert first_log.count('summary.json') == 1  # the finished trial never ran again
-    assert 'Resuming' in (runner.run_dir(killed, 1, 0) / 'stderr.log').read_text()
-    whole = read_csv(tmp_path / 'whole' / 'report' / 'leaderboard.csv')
-    resumed = read_csv(killed / 'report' / 'leaderboard.csv')
-    for row in whole + resumed:
-        row.pop('workdir')
-    assert comparable(resumed) == comparable(whole)
+    resumed = runner.run_dir(killed, 1, 0)
+    assert 'Resuming' in (resumed / 'stderr.log').read_text()
+    jax.tree.map(np.testing.assert_array_equal, final_state(resumed), final_state(smoke_run))
+    reference = json.loads((smoke_run / 'summary.json').read_text())
+    assert load_trials(killed)[1].value == reference['best_valid_accuracy']
+    rows = {float(r['optimizer.lr']): r for r in read_csv(killed / 'report' / 'leaderboard.csv')}
+    assert float(rows[0.002]['test_accuracy']) == reference['test_accuracy']

@@ -13,10 +13,11 @@ import shutil
 import numpy as np
 import pytest
 from flax import nnx
-from helpers import run_smoke
 
-from flaxcnn import checkpoint, convert, models, transfer
+from flaxcnn import checkpoint, convert, models, training, transfer
 from flaxcnn.convert import WeightsError
+
+from helpers_models import quick_rngs
 
 SMOKE_WIDTHS = (8, 16, 32)
 
@@ -29,7 +30,7 @@ def write_weights(out, model='mynet_v2', *, num_classes=10, in_channels=3, image
         num_classes=num_classes,
         in_channels=in_channels,
         image_size=image_size,
-        rngs=nnx.Rngs(7),
+        rngs=quick_rngs(7),
         **kw,
     )
     metadata = {
@@ -52,7 +53,7 @@ def fresh_variables(config, in_channels=1, num_classes=52):
         num_classes=num_classes,
         in_channels=in_channels,
         image_size=config.dataset.image_size,
-        rngs=nnx.Rngs(0),
+        rngs=quick_rngs(),
         **config.model_kwargs.to_dict(),
     )
     _, params, batch_stats = nnx.split(network, nnx.Param, nnx.BatchStat)
@@ -213,9 +214,9 @@ def test_damaged_weights_folder_is_refused(smoke_config, tmp_path):
 # ------------------------------------------------------------------------------------ a real run
 
 
-@pytest.mark.slow  # two training subprocesses
+@pytest.mark.slow  # two training runs
 def test_fine_tuning_run_records_its_source_and_resumes_without_reloading(
-    tmp_path, data_dir, smoke_run
+    tmp_path, smoke_config, smoke_run, capsys
 ):
     run = checkpoint.load_run(smoke_run)
     weights = tmp_path / 'weights'
@@ -226,17 +227,21 @@ def test_fine_tuning_run_records_its_source_and_resumes_without_reloading(
     }  # fmt: skip
     convert.folder.write(weights, run.model, metadata)
     workdir = tmp_path / 'finetune'
-    common = (f'--config.init.source={weights}', '--config.finetune.freeze=backbone')
-    first = run_smoke(workdir, data_dir, *common, '--config.num_epochs=1')
+    smoke_config.init.source, smoke_config.finetune.freeze = str(weights), 'backbone'
+    smoke_config.num_epochs = 1
+    capsys.readouterr()
+    training.train_and_evaluate(smoke_config, workdir)
     assert f'Initialised from {weights} (mynet_v2 weights from smoke): 27 arrays loaded.' in (
-        first.stderr
+        capsys.readouterr().err
     )
     summary = json.loads((workdir / 'summary.json').read_text())
     assert summary['init']['sha256'] == 'cd' * 32
 
     shutil.rmtree(weights / 'state')  # a reload would fail now; weights.json stays readable
-    second = run_smoke(workdir, data_dir, *common, '--config.num_epochs=2')
-    assert 'Resuming' in second.stderr and 'Initialised' not in second.stderr
+    smoke_config.num_epochs = 2
+    training.train_and_evaluate(smoke_config, workdir)
+    second = capsys.readouterr().err
+    assert 'Resuming' in second and 'Initialised' not in second
     assert json.loads((workdir / 'summary.json').read_text())['init'] == summary['init']
 
 
