@@ -73,9 +73,8 @@ def random_affine(key: jax.Array, images: jax.Array, degrees: float, scale: floa
     factor in [1 - scale, 1 + scale] about its centre, resampled bilinearly; pixels from outside
     repeat the nearest border pixel (a plain background stays plain)."""
     n, height, width, channels = images.shape
-    angle_key, scale_key = jax.random.split(key)
-    angle = jnp.deg2rad(jax.random.uniform(angle_key, (n, 1, 1), minval=-degrees, maxval=degrees))
-    zoom = jax.random.uniform(scale_key, (n, 1, 1), minval=1.0 - scale, maxval=1.0 + scale)
+    draws = per_image(key, n, lambda k: jax.random.uniform(k, (2, 1, 1), minval=-1.0, maxval=1.0))
+    angle, zoom = jnp.deg2rad(degrees * draws[:, 0]), 1.0 + scale * draws[:, 1]
     # Output pixel -> source point: the inverse rotation and scaling, about the centre.
     y, x = jnp.meshgrid(
         jnp.arange(height) - (height - 1) / 2, jnp.arange(width) - (width - 1) / 2, indexing='ij'
@@ -98,9 +97,15 @@ def random_affine(key: jax.Array, images: jax.Array, degrees: float, scale: floa
     return (1 - below) * upper + below * lower
 
 
+def per_image(key: jax.Array, n: int, draw) -> jax.Array:
+    """``draw(k)`` for each of ``n`` images, ``k`` the key folded with the image's index: a row's
+    draw depends on its index alone, however the batch is split over devices."""
+    return jax.vmap(lambda i: draw(jax.random.fold_in(key, i)))(jnp.arange(n))
+
+
 def random_flip(key: jax.Array, images: jax.Array) -> jax.Array:
     """Each image mirrored left-right with probability 1/2."""
-    mirrored = jax.random.bernoulli(key, 0.5, (images.shape[0], 1, 1, 1))
+    mirrored = per_image(key, images.shape[0], lambda k: jax.random.bernoulli(k, 0.5, (1, 1, 1)))
     return jnp.where(mirrored, images[:, :, ::-1], images)
 
 
@@ -114,7 +119,7 @@ def random_crop(key: jax.Array, images: jax.Array, pad: int) -> jax.Array:
     """Each image translated by a uniform offset in [-pad, pad] pixels on each axis (padded by
     ``pad`` then cropped back to its size at a random place, the CIFAR recipe)."""
     n, height, width, channels = images.shape
-    corners = jax.random.randint(key, (n, 2), 0, 2 * pad + 1)
+    corners = per_image(key, n, lambda k: jax.random.randint(k, (2,), 0, 2 * pad + 1))
     padded = pad_edges(images, pad)
 
     def crop(image, corner):
