@@ -123,13 +123,14 @@ def test_a_damaged_best_checkpoint_is_set_aside_and_the_next_best_read(kind, run
 
 
 def test_with_no_intact_checkpoint_the_message_says_how_to_start_over(run_copy):
-    for step in _steps(run_copy):
+    saved = _steps(run_copy)
+    for step in saved:
         _damage_meta(run_copy / 'checkpoints' / str(step))
     with pytest.raises(checkpoint.NoIntactCheckpointError, match='No intact checkpoint') as error:
         checkpoint.load_run(run_copy)
     assert 'To start over, re-run the training command' in str(error.value)
     assert _steps(run_copy) == []  # all set aside, none deleted
-    assert len(list((run_copy / checkpoint.DAMAGED_DIR).iterdir())) == 2
+    assert len(list((run_copy / checkpoint.DAMAGED_DIR).iterdir())) == len(saved)
 
 
 def test_a_mismatched_run_is_not_taken_for_damage(run_copy):
@@ -165,10 +166,13 @@ def _copy(smoke_run, tmp_path) -> pathlib.Path:
     return pathlib.Path(shutil.copytree(smoke_run, tmp_path / 'run', dirs_exist_ok=True))
 
 
-def _damaged(smoke_run, tmp_path, steps) -> pathlib.Path:
+def _damaged(smoke_run, tmp_path, which: str) -> pathlib.Path:
+    """A copy of the smoke run with its ``'latest'`` or ``'best'`` checkpoint, or ``'all'`` of
+    them, damaged."""
     workdir = _copy(smoke_run, tmp_path)
     saved = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
-    for step in saved[-steps:] if steps else saved:
+    best = json.loads((workdir / 'summary.json').read_text())['best_step']
+    for step in {'latest': saved[-1:], 'best': [best], 'all': saved}[which]:
         _damage_manifest(workdir / 'checkpoints' / str(step))
     return workdir
 
@@ -279,19 +283,19 @@ CATALOGUE = [
     ),
     _case(
         'checkpoint-damaged-resume',
-        lambda t, r, d: _train(_damaged(r(), t, 1).parent, d),
+        lambda t, r, d: _train(_damaged(r(), t, 'latest').parent, d),
         'the newest intact checkpoint',
         0,
     ),
     _case(
         'checkpoint-damaged-evaluate',
-        lambda t, r, d: ['flaxcnn.evaluate', f'--workdir={_damaged(r(), t, 1)}'],
+        lambda t, r, d: ['flaxcnn.evaluate', f'--workdir={_damaged(r(), t, "best")}'],
         'the best intact checkpoint',
         0,
     ),
     _case(
         'checkpoint-none-intact',
-        lambda t, r, d: ['flaxcnn.evaluate', f'--workdir={_damaged(r(), t, 0)}'],
+        lambda t, r, d: ['flaxcnn.evaluate', f'--workdir={_damaged(r(), t, "all")}'],
         'error: No intact checkpoint is left',
         1,
     ),
