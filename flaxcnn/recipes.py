@@ -4,7 +4,8 @@ Pure ``jnp`` functions of a batch and a key, used inside the compiled steps (``s
 ``Recipe`` gathers the config fields that switch them on, read here and nowhere else. The
 augmentation runs here rather than in the input pipeline so that the pipeline is an index
 lookup (``data/in_memory.py``), its random draws follow the step's key (a resumed run repeats
-them exactly), and it costs the step a few percent instead of worker processes' cores.
+them exactly), and its cost is the step's own instead of worker processes' cores
+(``docs/performance-notes.md`` has the measured trade).
 """
 
 from __future__ import annotations
