@@ -47,7 +47,9 @@ def command_env(devices: int | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(WITHOUT_TORCH), env.get('PYTHONPATH')]))
     if devices:
-        env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+        env['XLA_FLAGS'] = ' '.join(
+            filter(None, [env.get('XLA_FLAGS'), f'--xla_force_host_platform_device_count={devices}'])
+        )
     return env
 
 

@@ -62,6 +62,7 @@ def test_a_bug_keeps_its_exception():
         _raising(ZeroDivisionError('division by zero'))(['prog'])
 
 
+@pytest.mark.slow
 def test_every_command_module_imports_into_one_process():
     """They share --config and --workdir (a notebook, or these tests, imports several)."""
     code = 'import flaxcnn.train, flaxcnn.evaluate, flaxcnn.predict, flaxcnn.lr_find, flaxcnn.study'

@@ -30,6 +30,7 @@ def test_impossible_ranges_are_refused_before_any_work(smoke_config):
         lr_find.range_test(smoke_config, min_lr=1.0, max_lr=0.1)
 
 
+@pytest.mark.slow
 def test_the_command_plots_and_prints_the_suggestion_and_saves_no_checkpoint(tmp_path, data_dir):
     out = subprocess.run(
         [

@@ -55,6 +55,7 @@ print(len(filters), arenas())
 '''
 
 
+@pytest.mark.slow
 @glibc
 def test_importing_changes_nothing_and_a_command_start_limits_the_arenas():
     # Threads started by imports (numpy's pool, Orbax) have allocated nothing before

@@ -336,6 +336,7 @@ def test_one_cycle_spans_the_epochs_or_the_time_budget():
     assert float(by_time.fn(300.0)) == pytest.approx(0.1 / 25e4, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_a_run_with_every_option_on_resumes_bit_for_bit(smoke_config, tmp_path, capsys):
     _set(smoke_config, ALL_ON)
     whole, resumed = tmp_path / 'whole', tmp_path / 'resumed'
@@ -361,6 +362,7 @@ def test_a_run_with_every_option_on_resumes_bit_for_bit(smoke_config, tmp_path, 
     assert summary['best_weights'] == better
 
 
+@pytest.mark.slow
 def test_the_averaged_weights_when_better_are_checkpointed_as_best_and_tested(
     smoke_config, tmp_path, monkeypatch
 ):

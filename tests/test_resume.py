@@ -64,6 +64,7 @@ def test_a_step_saved_mid_epoch_is_ranked_once_its_validation_score_arrives(smok
     ckpts.close()
 
 
+@pytest.mark.slow
 def test_a_run_in_two_sessions_equals_one_and_may_change_the_rate_on_resume(
     smoke_config, smoke_run, tmp_path, capsys
 ):
