@@ -1,7 +1,7 @@
 """MyNet v2 on glyphs in 300 s: glyph.py with the recipe bet on for short budgets (issue #20).
 
 One-cycle rate over the time budget, label smoothing, a moving average of the weights and
-random translations beside the rotations. Not yet measured: the results go to RESULTS.md.
+random translations beside the rotations. Its runs are in benchmarks/RESULTS.md.
 Run: python -m flaxcnn.train --config=configs/glyph_fast.py
 """
 
