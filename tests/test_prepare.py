@@ -180,6 +180,7 @@ def prepared_without_tensorflow(tmp_path_factory):
     return configs, identities
 
 
+@pytest.mark.slow  # one subprocess preparing three datasets on worker processes
 def test_many_shards_without_tensorflow_every_image_once_in_stored_order(
     prepared_without_tensorflow,
 ):
@@ -218,6 +219,7 @@ def _digest(ds) -> str:
     return h.hexdigest()
 
 
+@pytest.mark.slow  # one subprocess preparing three datasets on worker processes
 def test_glyphs_in_shards_on_workers_without_tensorflow_match_one_shard_in_process(
     prepared_without_tensorflow, tmp_path
 ):
