@@ -10,20 +10,18 @@ import pathlib
 import shutil
 import tempfile
 
+import filelock
+import pytest
+
+from helpers import add_xla_flags, load_config, run_smoke  # imports no jax
+
 # Compiling, not running, is most of a test's time here: the session compiles with fewer XLA
 # optimisation passes and shares one compilation cache between its workers and the commands they
 # start (the environment reaches them all; it must be set before jax is imported). The tests
 # compare runs with each other and with PyTorch within tolerances, never with recorded numbers.
 if 'PYTEST_XDIST_WORKER' not in os.environ:  # the controller, or the only process with -n0
-    os.environ['XLA_FLAGS'] = ' '.join(
-        filter(
-            None,
-            [
-                os.environ.get('XLA_FLAGS'),
-                '--xla_backend_optimization_level=0',
-                '--xla_llvm_disable_expensive_passes=true',
-            ],
-        )
+    add_xla_flags(
+        os.environ, '--xla_backend_optimization_level=0', '--xla_llvm_disable_expensive_passes=true'
     )
     if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
         _cache = tempfile.mkdtemp(prefix='flaxcnn-tests-jax-cache-')
@@ -31,11 +29,6 @@ if 'PYTEST_XDIST_WORKER' not in os.environ:  # the controller, or the only proce
         os.environ['JAX_COMPILATION_CACHE_DIR'] = _cache
     os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
     os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '-1')
-
-import filelock  # noqa: E402
-import pytest  # noqa: E402
-
-from helpers import load_config, run_smoke  # noqa: E402
 
 
 @pytest.fixture(scope='session')

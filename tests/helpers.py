@@ -47,10 +47,13 @@ def command_env(devices: int | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(WITHOUT_TORCH), env.get('PYTHONPATH')]))
     if devices:
-        env['XLA_FLAGS'] = ' '.join(
-            filter(None, [env.get('XLA_FLAGS'), f'--xla_force_host_platform_device_count={devices}'])
-        )
+        add_xla_flags(env, f'--xla_force_host_platform_device_count={devices}')
     return env
+
+
+def add_xla_flags(env, *flags: str) -> None:
+    """Appends ``flags`` to ``env['XLA_FLAGS']``, keeping the flags already there."""
+    env['XLA_FLAGS'] = ' '.join(filter(None, [env.get('XLA_FLAGS'), *flags]))
 
 
 def run_smoke(
